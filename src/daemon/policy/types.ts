@@ -1,0 +1,105 @@
+// The contract between the policy module (parser + decisions) and the daemon.
+// The daemon only ever sees these types; how the file is written is the policy module's business.
+
+/** Where a setting or rule came from, for error messages and explanations. */
+export interface SourceRef {
+  file: string;
+  line: number;
+}
+
+export type NetworkMode = 'bridged' | 'uplink' | 'hostonly';
+
+export interface Network {
+  /** The name users pass with `-b` (also matched: the bridge name, and for uplink the NIC name). */
+  name: string;
+  mode: NetworkMode;
+  /** bridged: the existing bridge (or one the daemon creates when `create` is set); uplink: the bridge the daemon makes for the NIC. */
+  bridge?: string;
+  /** bridged only: the daemon creates the bridge if it does not exist. */
+  createBridge: boolean;
+  /** uplink only: the physical NIC enslaved to `bridge`. */
+  uplink?: string;
+  /** uplink only: run once, as `script BRIDGE NIC`, right after the daemon created the bridge. */
+  bridgeScript?: string;
+  /** Hooks in QEMU's convention: `script IFNAME`. Absolute paths. */
+  up?: string;
+  down?: string;
+  /** MTU to give new TAPs when the client asks for none (default: the bridge's MTU, or 1500). */
+  mtu?: number;
+  /** Bridge port isolation for TAPs on this network. */
+  isolated: boolean;
+  source: SourceRef;
+}
+
+/** Who is asking, from the kernel (SO_PEERCRED + SO_PEERGROUPS), never from the message. */
+export interface Subject {
+  uid: number;
+  gid: number;
+  /** Supplementary groups at connect() time (SO_PEERGROUPS). */
+  groups: readonly number[];
+  pid: number;
+}
+
+/** The parts of an `open` request that the policy decides on. */
+export interface OpenIntent {
+  network: Network;
+  /** The client asked for a MAC of its own. */
+  wantsMac: boolean;
+  /** The client asked for an MTU of its own. */
+  wantsMtu: boolean;
+  queues: number;
+  vnetHdr: boolean;
+  vhost: boolean;
+}
+
+export interface Permit {
+  allowed: true;
+  /** Max concurrent leases of this user on this network; undefined = no per-network cap. */
+  maxLeasesPerNetwork?: number;
+  /** Max concurrent leases of this user overall; undefined = no per-user cap beyond the global one. */
+  maxLeasesPerUser?: number;
+  /** The rule must also be confirmed by polkit (action org.tapd.open). */
+  askPolkit: boolean;
+  /** Human words: which rule decided, e.g. "permitted by /etc/tapd/tapd.conf:12 (permit @kvm on lan)". */
+  reason: string;
+}
+
+export interface Deny {
+  allowed: false;
+  /**
+   * Human words safe to show the peer. Must never reveal whether a network the peer
+   * may not use exists (no existence oracle, CVE-2022-47952).
+   */
+  reason: string;
+}
+
+export type Decision = Permit | Deny;
+
+export interface DaemonLimits {
+  maxConnections: number;
+  /** A client must send a complete request within this many ms or it is dropped. */
+  requestTimeoutMs: number;
+  maxLeases: number;
+  maxQueues: number;
+  /** Hooks are killed after this many ms. */
+  hookTimeoutMs: number;
+  /** Exit after this many ms with no lease and no connection (socket activation restarts us); 0 = never. */
+  idleExitMs: number;
+}
+
+export interface Policy {
+  networks: ReadonlyMap<string, Network>;
+  limits: DaemonLimits;
+  /** Every file that made up this policy (for reload diagnostics). */
+  files: readonly string[];
+  /**
+   * Find the network a `-b NAME` means: a network name, else a bridge name, else an uplink NIC name.
+   * Returns undefined when nothing matches. Callers must not tell a peer "no such network"
+   * unless the peer could use it (see Deny.reason).
+   */
+  resolve(name: string): Network | undefined;
+  /** Decide for one subject and intent. Pure: quotas are counted by the daemon from the result. */
+  decide(subject: Subject, intent: OpenIntent): Decision;
+  /** May this subject see and end every lease (list-all, reload)? root always may. */
+  isAdmin(subject: Subject): boolean;
+}

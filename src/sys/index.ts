@@ -1,0 +1,14 @@
+// The kernel layer's public face. Nothing outside src/sys touches ffi-rs.
+export { C, LAYOUT, CMSG_LEN, CMSG_SPACE } from './constants.js';
+export { IfName, ifNameProblem } from './ifname.js';
+export { Mac } from './mac.js';
+export { createTap, tapInfo, closeTapSync, MAX_QUEUES, type Tap, type TapOptions } from './tap.js';
+export { addPort, removePort, createBridge, deleteBridge, isBridge, exists, type AddPortOptions } from './bridge.js';
+export { getFlags, getIndex, getMac, getMtu, setMac, setMtu, setUp, setDown, getDriver } from './netdev.js';
+export {
+  sendWithFds, recvWithFds, recvWithFdsAsync, closeAll, peerCred, peerGroups, SCM_MAX_FD,
+  type PeerCred, type Received,
+} from './fdpass.js';
+export { connectUnix, connectUnixAsync, sendAll, closeFd } from './unix.js';
+export { LinkWatch, linkAlive } from './link-watch.js';
+export { sysFcntl as fcntl, sysSocketpair as socketpair, sysIfNameToIndex as ifNameToIndex } from './libc.js';

@@ -1,0 +1,95 @@
+// Per-device ioctls on a control socket: flags, MTU, MAC, index, driver name, bridges.
+import { C, LAYOUT } from './constants.js';
+import type { IfName } from './ifname.js';
+import { addressOf, sysClose, sysIoctl, sysSocket, type Ctx } from './libc.js';
+import { Mac } from './mac.js';
+
+const UNION = LAYOUT['ifreq.ifr_flags'];
+
+/** A zeroed struct ifreq with ifr_name set. */
+export function ifreq(name: IfName | string): Buffer {
+  const buf = Buffer.alloc(LAYOUT['sizeof struct ifreq']);
+  buf.write(String(name), LAYOUT['ifreq.ifr_name'], C.IFNAMSIZ - 1, 'utf8');
+  return buf;
+}
+
+/** The name the kernel wrote back into an ifreq (TUNSETIFF fills in templates). */
+export function ifreqName(buf: Buffer): string {
+  const raw = buf.subarray(LAYOUT['ifreq.ifr_name'], LAYOUT['ifreq.ifr_name'] + C.IFNAMSIZ);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? raw.length : end).toString('utf8');
+}
+
+/**
+ * Runs `fn` with a fresh control socket (AF_INET, CLOEXEC). Device ioctls need some socket;
+ * one per operation keeps no long-lived fd in the daemon and costs a few microseconds.
+ */
+export function withControlSocket<T>(fn: (fd: number) => T): T {
+  const fd = sysSocket(C.AF_INET, C.SOCK_DGRAM | C.SOCK_CLOEXEC, 0, { action: 'open control socket' });
+  try {
+    return fn(fd);
+  } finally {
+    sysClose(fd);
+  }
+}
+
+function ioctlOn(name: IfName, request: number, fill: (buf: Buffer) => void, ctx: Ctx): Buffer {
+  const buf = ifreq(name);
+  fill(buf);
+  withControlSocket((fd) => sysIoctl(fd, request, buf, ctx));
+  return buf;
+}
+
+export function getFlags(name: IfName): number {
+  return ioctlOn(name, C.SIOCGIFFLAGS, () => {}, { action: `read flags of ${name}`, device: name.value }).readUInt16LE(UNION);
+}
+
+export function setUp(name: IfName): void {
+  const flags = getFlags(name);
+  if (flags & C.IFF_UP) return;
+  ioctlOn(name, C.SIOCSIFFLAGS, (b) => b.writeUInt16LE(flags | C.IFF_UP, UNION), { action: `bring ${name} up`, device: name.value });
+}
+
+export function setDown(name: IfName): void {
+  const flags = getFlags(name);
+  if (!(flags & C.IFF_UP)) return;
+  ioctlOn(name, C.SIOCSIFFLAGS, (b) => b.writeUInt16LE(flags & ~C.IFF_UP, UNION), { action: `bring ${name} down`, device: name.value });
+}
+
+export function getMtu(name: IfName): number {
+  return ioctlOn(name, C.SIOCGIFMTU, () => {}, { action: `read MTU of ${name}`, device: name.value }).readInt32LE(UNION);
+}
+
+export function setMtu(name: IfName, mtu: number): void {
+  ioctlOn(name, C.SIOCSIFMTU, (b) => b.writeInt32LE(mtu, UNION), { action: `set MTU ${mtu} on ${name}`, device: name.value });
+}
+
+export function getMac(name: IfName): Mac {
+  const buf = ioctlOn(name, C.SIOCGIFHWADDR, () => {}, { action: `read MAC of ${name}`, device: name.value });
+  const data = UNION + LAYOUT['sockaddr.sa_data'];
+  return Mac.fromBytes(buf.subarray(data, data + 6));
+}
+
+export function setMac(name: IfName, mac: Mac): void {
+  ioctlOn(name, C.SIOCSIFHWADDR, (b) => {
+    b.writeUInt16LE(C.ARPHRD_ETHER, UNION + LAYOUT['sockaddr.sa_family']);
+    mac.bytes.copy(b, UNION + LAYOUT['sockaddr.sa_data']);
+  }, { action: `set MAC ${mac} on ${name}`, device: name.value });
+}
+
+export function getIndex(name: IfName): number {
+  return ioctlOn(name, C.SIOCGIFINDEX, () => {}, { action: `look up ${name}`, device: name.value }).readInt32LE(UNION);
+}
+
+/** The kernel driver behind a device ("bridge", "tun", "veth", ...), from ETHTOOL_GDRVINFO. */
+export function getDriver(name: IfName): string {
+  const info = Buffer.alloc(LAYOUT['sizeof struct ethtool_drvinfo']);
+  info.writeUInt32LE(C.ETHTOOL_GDRVINFO, LAYOUT['ethtool_drvinfo.cmd']);
+  ioctlOn(name, C.SIOCETHTOOL, (b) => b.writeBigUInt64LE(addressOf(info), LAYOUT['ifreq.ifr_data']), {
+    action: `read driver of ${name}`,
+    device: name.value,
+  });
+  const driver = info.subarray(LAYOUT['ethtool_drvinfo.driver'], LAYOUT['ethtool_drvinfo.driver'] + 32);
+  const end = driver.indexOf(0);
+  return driver.subarray(0, end < 0 ? 32 : end).toString('utf8');
+}

@@ -41,7 +41,7 @@ int main(void) {
   K(ETHTOOL_GDRVINFO); K(ARPHRD_ETHER);
   K(NETLINK_ROUTE); K(RTMGRP_LINK); K(NLMSG_ERROR); K(NLMSG_DONE);
   K(RTM_NEWLINK); K(RTM_DELLINK); K(RTM_GETLINK); K(NLM_F_REQUEST); K(NLM_F_DUMP);
-  K(EAGAIN); K(EINTR);
+  K(EAGAIN); K(EINTR); K(ENOBUFS); K(ENODEV); K(EOPNOTSUPP);
 
   SZ(ifreq); OFF(ifreq, ifr_name); OFF(ifreq, ifr_flags); OFF(ifreq, ifr_ifindex);
   OFF(ifreq, ifr_mtu); OFF(ifreq, ifr_hwaddr); OFF(ifreq, ifr_data);

@@ -1,9 +1,10 @@
 import os from 'node:os';
 import { TapdError } from './tapd-error.js';
 
-const errnoNames = new Map<number, string>(
-  Object.entries(os.constants.errno).map(([name, code]) => [code, name]),
-);
+// Several names share a number (EAGAIN/EWOULDBLOCK, EDEADLK/EDEADLOCK): the first listed, the
+// classic one, wins.
+const errnoNames = new Map<number, string>();
+for (const [name, code] of Object.entries(os.constants.errno)) if (!errnoNames.has(code)) errnoNames.set(code, name);
 
 /** libc's strerror text as ffi-rs reports it, without the "(os error N)" suffix. */
 function describe(fallback: string): string {

@@ -23,7 +23,7 @@ export function isBridge(name: IfName): boolean {
     return getDriver(name) === 'bridge';
   } catch (err) {
     // A device without ethtool support (lo) is simply not a bridge.
-    if (err instanceof SystemError && (err.errnoName === 'EOPNOTSUPP' || err.errnoName === 'ENODEV')) return false;
+    if (err instanceof SystemError && (err.errno === C.EOPNOTSUPP || err.errno === C.ENODEV)) return false;
     throw err;
   }
 }
@@ -41,7 +41,7 @@ export function deleteBridge(name: IfName): void {
 function portIoctl(bridge: IfName, port: IfName, request: number, verb: string): void {
   const index = sysIfNameToIndex(port.value);
   const ctx = { action: `${verb} ${port} ${verb === 'add' ? 'to' : 'from'} bridge ${bridge}`, device: port.value };
-  if (index === 0) throw new SystemError(ctx.action, 'if_nametoindex', 19, 'No such device', port.value);
+  if (index === 0) throw new SystemError(ctx.action, 'if_nametoindex', C.ENODEV, 'No such device', port.value);
   const req = ifreq(bridge);
   req.writeInt32LE(index, LAYOUT['ifreq.ifr_ifindex']);
   withControlSocket((fd) => sysIoctl(fd, request, req, ctx));

@@ -73,6 +73,9 @@ export const C = {
   // errno.h (the ones we branch on)
   EAGAIN: 11,
   EINTR: 4,
+  ENOBUFS: 105,
+  ENODEV: 19,
+  EOPNOTSUPP: 95,
 } as const;
 
 /** sizeof and offsetof, named `struct.field` (offsets) and `sizeof struct` (sizes). */

@@ -14,11 +14,11 @@ while (Atomics.load(stopFlag, 0) === 0) {
   try {
     n = sysRecv(fd, buf, 0, { action: 'read link events' });
   } catch (err) {
-    const name = err instanceof SystemError ? err.errnoName : '';
-    if (name === 'EAGAIN' || name === 'EINTR') continue; // receive timeout: look at the stop flag
+    const errno = err instanceof SystemError ? err.errno : 0;
+    if (errno === C.EAGAIN || errno === C.EINTR) continue; // receive timeout: look at the stop flag
     // ENOBUFS: the kernel dropped events. The owner re-checks every lease.
     parentPort!.postMessage({ kind: 'overflow', reason: String((err as Error).message) });
-    if (name === 'ENOBUFS') continue;
+    if (errno === C.ENOBUFS) continue;
     break;
   }
   for (let off = 0; off + LAYOUT['sizeof struct nlmsghdr'] <= n; ) {

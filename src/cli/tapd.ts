@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// tapd: the daemon. Runs in the foreground (systemd, or by hand for testing).
+import { Command, InvalidArgumentError } from 'commander';
+import { getgrnam } from './groups.js';
+import { startDaemon } from '../daemon/main.js';
+import { checkConfig, PolicyError } from '../daemon/policy/index.js';
+import { VERSION } from '../version.js';
+
+function octalMode(value: string): number {
+  if (!/^0?[0-7]{3}$/.test(value)) throw new InvalidArgumentError('expected an octal mode such as 0660');
+  return parseInt(value, 8);
+}
+
+const program = new Command('tapd')
+  .description('The tapd daemon: hands out TAP devices to authorized local users over a Unix socket.')
+  .version(VERSION)
+  .option('--config <path>', 'policy and network configuration', '/etc/tapd/tapd.conf')
+  .option('--socket <path>', 'Unix socket to bind (ignored under systemd socket activation)', '/run/tapd/tapd.sock')
+  .option('--state-dir <dir>', 'where leases are recorded across restarts', '/run/tapd')
+  .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug', 'info')
+  .option('--socket-mode <mode>', 'mode of a socket tapd binds itself (access is decided by the policy)', octalMode, 0o666)
+  .option('--socket-group <group>', 'group of a socket tapd binds itself')
+  .option('--check-config', 'check the configuration, print every problem as file:line:column, exit 0 or 1')
+  .addHelpText('after', `
+Examples:
+  tapd --check-config --config /etc/tapd/tapd.conf
+  tapd --config ./tapd.conf --socket /tmp/tapd.sock --state-dir /tmp/tapd-state
+
+Exit codes: 0 ok, 1 configuration or start-up error.`);
+
+program.parse();
+const opts = program.opts<{
+  config: string; socket: string; stateDir: string; logLevel: string; socketMode: number;
+  socketGroup?: string; checkConfig?: boolean;
+}>();
+
+if (opts.checkConfig) {
+  const result = checkConfig(opts.config);
+  for (const p of result.problems) process.stderr.write(`${p}\n`);
+  process.stdout.write(result.ok ? `${opts.config}: configuration OK\n` : `${opts.config}: ${result.problems.length} problem(s)\n`);
+  process.exit(result.ok ? 0 : 1);
+}
+
+try {
+  const daemon = await startDaemon({
+    configPath: opts.config,
+    socketPath: opts.socket,
+    stateDir: opts.stateDir,
+    logLevel: opts.logLevel,
+    socketMode: opts.socketMode,
+    socketGid: opts.socketGroup === undefined ? undefined : getgrnam(opts.socketGroup),
+  });
+  const stop = (signal: string) => {
+    daemon.log.info({ event: 'signal', signal }, 'stopping');
+    void daemon.close().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  if (err instanceof PolicyError) {
+    for (const p of err.problems) process.stderr.write(`${p.file}:${p.line}:${p.column}: ${p.message}\n`);
+    process.stderr.write(`tapd: not starting: ${opts.config} has ${err.problems.length} problem(s); check it with tapd --check-config\n`);
+  } else {
+    process.stderr.write(`tapd: cannot start: ${(err as Error).message}\n`);
+  }
+  process.exit(1);
+}

@@ -1,0 +1,217 @@
+// The daemon's whole API. Each handler is a short linear story; see docs/protocol.md.
+//
+//   op      who            does
+//   open    policy says    create a TAP on a network, reply with its fds (SCM_RIGHTS)
+//   check   anyone         would this open be allowed, and why (no side effects)
+//   list    anyone         the caller's leases (admins: everyone's)
+//   status  anyone         version, uptime, counts
+//   reload  admins         re-read the policy (SIGHUP does the same)
+import { TapdError } from '../errors/tapd-error.js';
+import type { OpenRequest, Request, LeaseInfo } from '../protocol/messages.js';
+import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import * as sys from '../sys/index.js';
+import { lookupAccount } from './accounts.js';
+import type { DaemonContext, Peer } from './context.js';
+import { runHook } from './hooks.js';
+import type { Lease, Reservation } from './leases.js';
+import { ensureNetwork, makeTap, releaseFds } from './networks.js';
+import type { Network, Permit } from './policy/types.js';
+import { notFoundReason } from './policy/index.js';
+import { VERSION } from '../version.js';
+
+export interface Reply {
+  body: Record<string, unknown>;
+  /** TAP fds to pass with the reply; the server closes its copies after sending. */
+  fds?: number[];
+  /** Called after the reply went out (ok) or could not be sent. */
+  sent?: (delivered: boolean) => void;
+}
+
+type Handler<R extends Request> = (ctx: DaemonContext, peer: Peer, req: R) => Promise<Reply>;
+
+function ok(body: Record<string, unknown>): Reply {
+  return { body: { v: PROTOCOL_VERSION, ok: true, ...body } };
+}
+
+/** The table. Nothing else dispatches requests. */
+export const HANDLERS: { [K in Request['op']]: Handler<Extract<Request, { op: K }>> } = {
+  open: handleOpen,
+  check: handleCheck,
+  list: handleList,
+  status: handleStatus,
+  reload: handleReload,
+};
+
+function leaseInfo(l: Lease): LeaseInfo {
+  return {
+    id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
+    mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
+  };
+}
+
+/** Whose lease this is: the peer, or for root the sudo user it names. */
+function subjectFor(peer: Peer, req: OpenRequest): Peer {
+  if (req.asUid === undefined || req.asUid === peer.uid) return peer;
+  if (peer.uid !== 0) throw new TapdError('forbidden', 'only root may open on behalf of another user (as_uid)');
+  const account = lookupAccount(req.asUid);
+  if (!account) throw new TapdError('bad_request', `field "as_uid": no user with uid ${req.asUid}`);
+  return { uid: account.uid, gid: account.gid, groups: account.groups, pid: peer.pid };
+}
+
+interface Decided {
+  subject: Peer;
+  net: Network;
+  permit: Permit;
+  mac: sys.Mac | undefined;
+}
+
+/** Everything `check` and `open` share: resolve, validate, ask the policy. Throws a peer-safe error. */
+async function decide(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Decided> {
+  const subject = subjectFor(peer, req);
+  const net = ctx.policy.resolve(req.network);
+  if (!net) throw new TapdError('denied', notFoundReason(req.network));
+  const mac = req.mac === undefined ? undefined : sys.Mac.parse(req.mac);
+  if (mac && (mac.isMulticast || mac.isZero)) {
+    throw new TapdError('invalid_mac', `MAC ${mac} is ${mac.isZero ? 'all zero' : 'multicast'}; use a unicast address such as 52:54:00:12:34:56`);
+  }
+  if (req.queues > ctx.policy.limits.maxQueues) {
+    throw new TapdError('limit', `at most ${ctx.policy.limits.maxQueues} queues per TAP`);
+  }
+  const decision = ctx.policy.decide(subject, {
+    network: net, wantsMac: mac !== undefined, wantsMtu: req.mtu !== undefined,
+    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
+  });
+  if (!decision.allowed) throw new TapdError('denied', decision.reason);
+  if (decision.askPolkit && !(await ctx.polkitAllows(subject, 'org.tapd.open'))) {
+    throw new TapdError('denied', `${decision.reason}, but polkit did not authorize org.tapd.open`);
+  }
+  return { subject, net, permit: decision, mac };
+}
+
+/** Quota and uniqueness checks, then a reservation, all in one synchronous step. */
+function reserve(ctx: DaemonContext, d: Decided): Reservation {
+  const { leases } = ctx;
+  if (leases.size >= ctx.policy.limits.maxLeases) {
+    throw new TapdError('limit', `tapd has its maximum of ${ctx.policy.limits.maxLeases} leases; try again later`);
+  }
+  const { maxLeasesPerUser, maxLeasesPerNetwork } = d.permit;
+  if (maxLeasesPerNetwork !== undefined && leases.countFor(d.subject.uid, d.net.name) >= maxLeasesPerNetwork) {
+    throw new TapdError('quota', `you already hold ${maxLeasesPerNetwork} of ${maxLeasesPerNetwork} leases allowed on network ${d.net.name}; stop a VM first`);
+  }
+  if (maxLeasesPerUser !== undefined && leases.countFor(d.subject.uid) >= maxLeasesPerUser) {
+    throw new TapdError('quota', `you already hold ${maxLeasesPerUser} of ${maxLeasesPerUser} leases allowed to you; stop a VM first`);
+  }
+  let mac = d.mac;
+  if (mac && leases.macInUse(mac.toString())) {
+    throw new TapdError('mac_in_use', `MAC ${mac} is in use by another lease; choose another or let tapd pick one`);
+  }
+  while (!mac || leases.macInUse(mac.toString())) mac = generateMac();
+  return leases.reserve(d.subject.uid, d.net.name, mac.toString());
+}
+
+/** QEMU's 52:54:00 prefix (locally administered by convention), random low 3 bytes. */
+function generateMac(): sys.Mac {
+  const b = Buffer.from([0x52, 0x54, 0x00, 0, 0, 0]);
+  crypto.getRandomValues(b.subarray(3));
+  return sys.Mac.fromBytes(b);
+}
+
+/** The safety limits for everyone: no MTU below the bridge's, no host-side MAC that would become the bridge's. */
+function checkBridgeSafety(net: Network, req: OpenRequest, mac: sys.Mac): void {
+  if (net.mode === 'hostonly' || !net.bridge) return;
+  const bridge = sys.IfName.parse(net.bridge);
+  if (req.mtu !== undefined && req.mtu < sys.getMtu(bridge)) {
+    throw new TapdError('mtu_too_small', `MTU ${req.mtu} is below bridge ${net.bridge}'s ${sys.getMtu(bridge)} and would lower it for every VM on it`);
+  }
+  if (mac.hostSide().compare(sys.getMac(bridge)) < 0) {
+    throw new TapdError('invalid_mac', `MAC ${mac} would change bridge ${net.bridge}'s address; choose another`);
+  }
+}
+
+async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Reply> {
+  const d = await decide(ctx, peer, req);
+  const slot = reserve(ctx, d);
+  const mac = sys.Mac.parse(slot.mac);
+  const audit = { event: 'lease_start', uid: d.subject.uid, pid: peer.pid, network: d.net.name, mac: slot.mac };
+  let made: ReturnType<typeof makeTap> | undefined;
+  try {
+    await ensureNetwork(d.net, ctx.policy.limits.hookTimeoutMs, ctx.log);
+    checkBridgeSafety(d.net, req, mac);
+    made = makeTap({ net: d.net, mac, mtu: req.mtu ?? d.net.mtu, queues: req.queues, vnetHdr: req.vnetHdr });
+  } catch (err) {
+    ctx.leases.cancel(slot);
+    ctx.log.warn({ ...audit, result: 'failed', reason: String((err as Error).message) }, 'open failed');
+    throw err;
+  }
+  const lease = ctx.leases.activate(slot, {
+    pid: peer.pid, bridge: d.net.mode === 'hostonly' ? null : d.net.bridge ?? null, mtu: made.mtu,
+    queues: req.queues, vnetHdr: req.vnetHdr, ifname: made.tap.name.value, ifindex: made.ifindex,
+    started: new Date().toISOString(), upRan: false,
+  });
+  if (d.net.up) {
+    try {
+      await runHook({ script: d.net.up, args: [lease.ifname], env: hookEnv(lease, 'up'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
+    } catch (err) {
+      // The device goes with its fds; the link watch then ends the lease (no down hook: up never succeeded).
+      releaseFds(made.tap.fds);
+      ctx.log.warn({ ...audit, ifname: lease.ifname, lease: lease.id, result: 'failed', reason: (err as Error).message }, 'up hook failed');
+      throw new TapdError('hook_failed', `the network's up hook failed, so ${lease.ifname} was removed; ask an admin to check the tapd log`);
+    }
+    ctx.leases.update({ ...lease, upRan: true });
+  }
+  ctx.log.info({ ...audit, ifname: lease.ifname, lease: lease.id, result: 'granted', reason: d.permit.reason }, 'lease started');
+  const fds = made.tap.fds;
+  return {
+    ...ok({ lease: leaseInfo(lease) }),
+    fds,
+    sent: () => releaseFds(fds),
+  };
+}
+
+export function hookEnv(lease: Lease, event: 'up' | 'down'): Record<string, string> {
+  return {
+    TAPD_EVENT: event,
+    TAPD_IFNAME: lease.ifname,
+    TAPD_NETWORK: lease.network,
+    TAPD_BRIDGE: lease.bridge ?? '',
+    TAPD_MAC: lease.mac,
+    TAPD_MTU: String(lease.mtu),
+    TAPD_OWNER_UID: String(lease.ownerUid),
+    TAPD_LEASE_ID: lease.id,
+  };
+}
+
+async function handleCheck(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Reply> {
+  try {
+    const d = await decide(ctx, peer, req);
+    return ok({ allowed: true, reason: d.permit.reason });
+  } catch (err) {
+    if (err instanceof TapdError) return ok({ allowed: false, code: err.code, reason: err.message });
+    throw err;
+  }
+}
+
+async function handleList(ctx: DaemonContext, peer: Peer): Promise<Reply> {
+  const all = ctx.policy.isAdmin(peer);
+  const leases = ctx.leases.all().filter((l) => all || l.ownerUid === peer.uid).map(leaseInfo);
+  return ok({ leases });
+}
+
+async function handleStatus(ctx: DaemonContext): Promise<Reply> {
+  return ok({
+    status: {
+      version: VERSION,
+      protocol: PROTOCOL_VERSION,
+      uptime_s: Math.round((Date.now() - ctx.startedAt) / 1000),
+      leases: ctx.leases.all().length,
+      connections: ctx.connections(),
+      networks: ctx.policy.networks.size,
+    },
+  });
+}
+
+async function handleReload(ctx: DaemonContext, peer: Peer): Promise<Reply> {
+  if (!ctx.policy.isAdmin(peer)) throw new TapdError('forbidden', 'only root or a tapd admin may reload the policy');
+  ctx.reload();
+  return ok({ reloaded: true });
+}

@@ -1,0 +1,130 @@
+// Starting and stopping the daemon: socket (ours or systemd's), policy, lease table, link watch.
+import { lstatSync, unlinkSync, chownSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import * as sys from '../sys/index.js';
+import { ConnectionServer } from './server.js';
+import type { DaemonContext } from './context.js';
+import { LeaseTable } from './leases.js';
+import { Lifecycle } from './lifecycle.js';
+import { createLogger, type Logger } from './log.js';
+import { polkitAllows } from './polkit.js';
+import { loadPolicy } from './policy/index.js';
+import type { Policy } from './policy/types.js';
+import { VERSION } from '../version.js';
+
+export interface DaemonOptions {
+  configPath: string;
+  socketPath: string;
+  stateDir: string;
+  logLevel: string;
+  /** Mode of a socket we bind ourselves (systemd's socket unit sets its own). */
+  socketMode: number;
+  /** Group of a socket we bind ourselves, if any. */
+  socketGid?: number;
+  /** Skip root-ownership checks of the config (tests only). */
+  checkOwnership?: boolean;
+}
+
+export interface Daemon {
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** systemd socket activation: fd 3 when LISTEN_PID is us and LISTEN_FDS is 1. */
+function activationFd(): number | undefined {
+  if (process.env.LISTEN_PID !== String(process.pid) || process.env.LISTEN_FDS !== '1') return undefined;
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_FDNAMES;
+  // systemd passes it without FD_CLOEXEC; hooks must not inherit it.
+  sys.fcntl(3, sys.C.F_SETFD, sys.C.FD_CLOEXEC, { action: 'mark the activation socket close-on-exec' });
+  return 3;
+}
+
+function listenOn(server: net.Server, opts: DaemonOptions): Promise<'activated' | 'bound'> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const fd = activationFd();
+    if (fd !== undefined) {
+      server.listen({ fd }, () => resolve('activated'));
+      return;
+    }
+    mkdirSync(path.dirname(opts.socketPath), { recursive: true, mode: 0o755 });
+    const st = lstatSync(opts.socketPath, { throwIfNoEntry: false });
+    if (st?.isSocket()) unlinkSync(opts.socketPath); // left by a daemon that did not exit cleanly
+    // The socket is created with 0777 & ~umask: setting the umask first leaves no window in which
+    // it exists with looser permissions than configured.
+    const old = process.umask(~opts.socketMode & 0o777);
+    server.listen({ path: opts.socketPath, exclusive: true }, () => {
+      process.umask(old);
+      if (opts.socketGid !== undefined) chownSync(opts.socketPath, 0, opts.socketGid);
+      resolve('bound');
+    });
+  });
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const log = createLogger(opts.logLevel);
+  const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
+  let policy = load();
+  const leases = new LeaseTable(opts.stateDir);
+  const server = net.createServer({ pauseOnConnect: false });
+  let lastActivity = Date.now();
+  const conns = new ConnectionServer(server, () => ctx, () => (lastActivity = Date.now()));
+  const ctx: DaemonContext = {
+    get policy() {
+      return policy;
+    },
+    leases,
+    log,
+    startedAt: Date.now(),
+    connections: () => conns.connections,
+    reload: () => {
+      policy = load(); // throws on a broken file: the old policy stays
+      log.info({ event: 'policy_reloaded', files: policy.files }, 'policy reloaded');
+    },
+    polkitAllows: (subject, action) => polkitAllows(subject, action),
+  };
+  const lifecycle = new Lifecycle(() => ctx);
+  lifecycle.start();
+  const how = await listenOn(server, opts);
+  log.info({ event: 'started', version: VERSION, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
+
+  const onHup = () => {
+    try {
+      ctx.reload();
+    } catch (err) {
+      log.error({ event: 'policy_reload_failed', reason: (err as Error).message }, 'reload failed; keeping the old policy');
+    }
+  };
+  process.on('SIGHUP', onHup);
+
+  let idleTimer: NodeJS.Timeout | undefined;
+  const closeAll = async () => {
+    process.off('SIGHUP', onHup);
+    clearInterval(idleTimer);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await lifecycle.close();
+    if (how === 'bound') {
+      try {
+        unlinkSync(opts.socketPath);
+      } catch {
+        // already gone
+      }
+    }
+    log.info({ event: 'stopped' }, 'tapd stopped');
+  };
+
+  // Idle exit (socket activation starts us again): no lease, no connection, for idleExitMs.
+  const idleMs = policy.limits.idleExitMs;
+  if (idleMs > 0 && how === 'activated') {
+    idleTimer = setInterval(() => {
+      if (leases.size === 0 && conns.connections === 0 && Date.now() - lastActivity >= idleMs) {
+        log.info({ event: 'idle_exit' }, 'idle; exiting until the socket is used again');
+        void closeAll().then(() => process.exit(0));
+      }
+    }, Math.min(idleMs, 1000));
+  }
+  return { log, close: closeAll };
+}

@@ -1,0 +1,113 @@
+// Making a network ready and putting a TAP on it. Kernel work only; policy is decided before.
+import { close as closeAsync } from 'node:fs';
+import * as sys from '../sys/index.js';
+import { TapdError } from '../errors/tapd-error.js';
+import type { Network } from './policy/types.js';
+import { runHook } from './hooks.js';
+import type { Logger } from './log.js';
+
+/** Serializes bridge set-up per network, so two first opens do not both create the bridge. */
+const setupLocks = new Map<string, Promise<void>>();
+
+/**
+ * bridged: the bridge must exist and be a bridge (or is created, when the network says `create`).
+ * uplink: on first use create the bridge, enslave the NIC, bring both up, and run the admin's
+ * bridge script once (it moves the NIC's addresses and routes to the bridge).
+ * hostonly: nothing to do.
+ */
+export async function ensureNetwork(net: Network, hookTimeoutMs: number, log: Logger): Promise<void> {
+  if (net.mode === 'hostonly') return;
+  const prior = setupLocks.get(net.name) ?? Promise.resolve();
+  const mine = prior.then(() => setUp(net, hookTimeoutMs, log));
+  const settled = mine.catch(() => {});
+  setupLocks.set(net.name, settled);
+  try {
+    await mine;
+  } finally {
+    if (setupLocks.get(net.name) === settled) setupLocks.delete(net.name);
+  }
+}
+
+async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<void> {
+  const bridge = sys.IfName.parse(net.bridge!);
+  if (sys.exists(bridge)) {
+    if (!sys.isBridge(bridge)) {
+      throw new TapdError('network_unavailable', `network ${net.name}: ${bridge} exists but is not a bridge; fix the config`);
+    }
+    return;
+  }
+  if (net.mode === 'bridged' && !net.createBridge) {
+    throw new TapdError('network_unavailable', `network ${net.name}: bridge ${bridge} does not exist; an admin must create it`);
+  }
+  sys.createBridge(bridge);
+  log.info({ event: 'bridge_created', network: net.name, bridge: bridge.value }, 'bridge created');
+  try {
+    if (net.mode === 'uplink') {
+      const nic = sys.IfName.parse(net.uplink!);
+      if (!sys.exists(nic)) throw new TapdError('network_unavailable', `network ${net.name}: uplink NIC ${nic} does not exist`);
+      // The bridge takes the NIC's MTU and MAC so the host's address on the LAN stays the same.
+      sys.setMtu(bridge, sys.getMtu(nic));
+      sys.setMac(bridge, sys.getMac(nic));
+      sys.addPort(bridge, nic, { mtu: sys.getMtu(nic) });
+    }
+    sys.setUp(bridge);
+    if (net.mode === 'uplink' && net.bridgeScript) {
+      await runHook({
+        script: net.bridgeScript,
+        args: [bridge.value, net.uplink!],
+        env: { TAPD_EVENT: 'bridge-up', TAPD_NETWORK: net.name, TAPD_BRIDGE: bridge.value, TAPD_UPLINK: net.uplink! },
+        timeoutMs: hookTimeoutMs,
+      }, log);
+    }
+  } catch (err) {
+    // Leave the NIC as we found it: a half-made uplink bridge would cut the host off its LAN.
+    try {
+      sys.deleteBridge(bridge);
+    } catch (cleanupErr) {
+      log.error({ event: 'bridge_cleanup_failed', bridge: bridge.value, reason: String(cleanupErr) }, 'could not remove bridge');
+    }
+    throw err;
+  }
+}
+
+export interface TapRequest {
+  net: Network;
+  mac: sys.Mac;
+  mtu?: number;
+  queues: number;
+  vnetHdr: boolean;
+}
+
+export interface MadeTap {
+  tap: sys.Tap;
+  ifindex: number;
+  mtu: number;
+}
+
+/** Creates the TAP, sets MTU and host-side MAC, attaches it to the bridge, brings it up. */
+export function makeTap(req: TapRequest): MadeTap {
+  const tap = sys.createTap({ queues: req.queues, vnetHdr: req.vnetHdr });
+  try {
+    const hostMac = req.mac.hostSide();
+    if (req.net.bridge !== undefined && req.net.mode !== 'hostonly') {
+      const bridge = sys.IfName.parse(req.net.bridge);
+      sys.addPort(bridge, tap.name, { mtu: req.mtu ?? req.net.mtu, hostMac });
+    } else {
+      if (req.mtu ?? req.net.mtu) sys.setMtu(tap.name, (req.mtu ?? req.net.mtu)!);
+      sys.setMac(tap.name, hostMac);
+    }
+    sys.setUp(tap.name);
+    return { tap, ifindex: sys.getIndex(tap.name), mtu: sys.getMtu(tap.name) };
+  } catch (err) {
+    releaseFds(tap.fds);
+    throw err;
+  }
+}
+
+/**
+ * Closes TAP fds off the event loop: the last close deletes the device, which takes the kernel
+ * ~16 ms, and no other client should wait for that.
+ */
+export function releaseFds(fds: readonly number[]): void {
+  for (const fd of fds) closeAsync(fd, () => {});
+}

@@ -1,0 +1,134 @@
+// The requests tapd understands, decoded strictly: unknown fields, wrong types and out-of-range
+// values are errors that name the field. See docs/protocol.md.
+import { TapdError } from '../errors/tapd-error.js';
+
+export const PROTOCOL_VERSION = 1;
+export const MAX_QUEUES = 16;
+export const MIN_MTU = 68;
+export const MAX_MTU = 65535;
+
+export interface OpenRequest {
+  op: 'open' | 'check';
+  /** Network, bridge or uplink NIC name as the user typed it (`-b NAME`). */
+  network: string;
+  mac?: string;
+  mtu?: number;
+  queues: number;
+  vnetHdr: boolean;
+  vhost: boolean;
+  /** Root only: open on behalf of this uid (sudo's SUDO_UID). */
+  asUid?: number;
+}
+
+export type Request =
+  | OpenRequest
+  | { op: 'list' }
+  | { op: 'status' }
+  | { op: 'reload' };
+
+type FieldKind = 'string' | 'int' | 'bool';
+interface FieldSpec {
+  kind: FieldKind;
+  min?: number;
+  max?: number;
+  maxLength?: number;
+}
+
+const OPEN_FIELDS: Record<string, FieldSpec> = {
+  network: { kind: 'string', maxLength: 64 },
+  mac: { kind: 'string', maxLength: 17 },
+  mtu: { kind: 'int', min: MIN_MTU, max: MAX_MTU },
+  queues: { kind: 'int', min: 1, max: MAX_QUEUES },
+  vnet_hdr: { kind: 'bool' },
+  vhost: { kind: 'bool' },
+  as_uid: { kind: 'int', min: 0, max: 0xfffffffe },
+};
+
+const SCHEMAS: Record<string, { fields: Record<string, FieldSpec>; required: string[] }> = {
+  open: { fields: OPEN_FIELDS, required: ['network'] },
+  check: { fields: OPEN_FIELDS, required: ['network'] },
+  list: { fields: {}, required: [] },
+  status: { fields: {}, required: [] },
+  reload: { fields: {}, required: [] },
+};
+
+function bad(message: string): TapdError {
+  return new TapdError('bad_request', message);
+}
+
+function checkField(name: string, value: unknown, spec: FieldSpec): void {
+  switch (spec.kind) {
+    case 'string':
+      if (typeof value !== 'string') throw bad(`field "${name}" must be a string`);
+      if (spec.maxLength !== undefined && value.length > spec.maxLength) {
+        throw bad(`field "${name}" is longer than ${spec.maxLength} characters`);
+      }
+      return;
+    case 'bool':
+      if (typeof value !== 'boolean') throw bad(`field "${name}" must be true or false`);
+      return;
+    case 'int':
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw bad(`field "${name}" must be an integer`);
+      if ((spec.min !== undefined && value < spec.min) || (spec.max !== undefined && value > spec.max)) {
+        throw bad(`field "${name}" must be between ${spec.min} and ${spec.max}, got ${value}`);
+      }
+  }
+}
+
+export function decodeRequest(msg: Record<string, unknown>): Request {
+  if (msg.v !== PROTOCOL_VERSION) {
+    throw new TapdError('bad_version', `protocol version must be ${PROTOCOL_VERSION}; upgrade the client or the daemon`);
+  }
+  if (typeof msg.op !== 'string' || !Object.hasOwn(SCHEMAS, msg.op)) {
+    throw bad(`field "op" must be one of ${Object.keys(SCHEMAS).join(', ')}`);
+  }
+  const schema = SCHEMAS[msg.op]!;
+  for (const [key, value] of Object.entries(msg)) {
+    if (key === 'v' || key === 'op') continue;
+    const spec = Object.hasOwn(schema.fields, key) ? schema.fields[key] : undefined;
+    if (spec === undefined) throw bad(`unknown field "${key}" in ${msg.op} request`);
+    checkField(key, value, spec);
+  }
+  for (const key of schema.required) {
+    if (!Object.hasOwn(msg, key)) throw bad(`field "${key}" is required in ${msg.op} request`);
+  }
+  if (msg.op === 'open' || msg.op === 'check') {
+    return {
+      op: msg.op,
+      network: msg.network as string,
+      mac: msg.mac as string | undefined,
+      mtu: msg.mtu as number | undefined,
+      queues: (msg.queues as number | undefined) ?? 1,
+      vnetHdr: (msg.vnet_hdr as boolean | undefined) ?? false,
+      vhost: (msg.vhost as boolean | undefined) ?? false,
+      asUid: msg.as_uid as number | undefined,
+    };
+  }
+  return { op: msg.op as 'list' | 'status' | 'reload' };
+}
+
+/** A lease as the wire shows it. */
+export interface LeaseInfo {
+  id: string;
+  ifname: string;
+  ifindex: number;
+  mac: string;
+  network: string;
+  bridge: string | null;
+  mtu: number;
+  queues: number;
+  vnet_hdr: boolean;
+  owner_uid: number;
+  pid: number;
+  started: string;
+}
+
+export interface ErrorReply {
+  v: 1;
+  ok: false;
+  error: { code: string; message: string };
+}
+
+export function errorReply(code: string, message: string): ErrorReply {
+  return { v: PROTOCOL_VERSION, ok: false, error: { code, message } };
+}

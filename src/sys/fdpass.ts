@@ -58,7 +58,7 @@ export interface Received {
   truncated: boolean;
 }
 
-function parseControl(msg: Buffer, control: Buffer): { fds: number[]; truncated: boolean } {
+function parseControl(msg: Buffer, control: Buffer, maxFds: number): { fds: number[]; truncated: boolean } {
   const flags = msg.readInt32LE(LAYOUT['msghdr.msg_flags']);
   const controlLen = Number(msg.readBigUInt64LE(LAYOUT['msghdr.msg_controllen']));
   const fds: number[] = [];
@@ -73,17 +73,20 @@ function parseControl(msg: Buffer, control: Buffer): { fds: number[]; truncated:
     }
     off += CMSG_SPACE(len - CMSG_LEN(0));
   }
-  return { fds, truncated: (flags & C.MSG_CTRUNC) !== 0 };
+  // CMSG_SPACE rounds up, so the kernel may fit one more fd than asked for: close any extras.
+  const extra = fds.splice(maxFds);
+  closeAll(extra);
+  return { fds, truncated: (flags & C.MSG_CTRUNC) !== 0 || extra.length > 0 };
 }
 
 function prepareRecv(maxBytes: number, maxFds: number) {
   const data = Buffer.alloc(maxBytes);
   const control = Buffer.alloc(CMSG_SPACE(4 * Math.max(1, maxFds)));
-  return { data, control, msg: buildMsg(data, control) };
+  return { data, control, maxFds, msg: buildMsg(data, control) };
 }
 
 function finishRecv(n: number, p: ReturnType<typeof prepareRecv>): Received {
-  const { fds, truncated } = parseControl(p.msg.hdr, p.control);
+  const { fds, truncated } = parseControl(p.msg.hdr, p.control, p.maxFds);
   return { length: n, data: p.data.subarray(0, n), fds, truncated };
 }
 

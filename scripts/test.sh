@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing, builds, runs the whole suite, then checks that
+# the suite left nothing behind (namespaces, devices, processes). Needs root (namespaces, TAPs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/deps.sh
+ensure_deps
+
+echo "== build"
+npm run --silent build
+echo "== lint"
+npx eslint src test
+echo "== tests"
+status=0
+npx vitest run "$@" || status=$?
+echo "== leak check"
+scripts/check-leaks.sh || status=1
+exit $status

@@ -1,0 +1,175 @@
+// Test plumbing: network namespaces we create and delete, and a real tapd running inside one.
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chownSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+export const DIST = path.join(ROOT, 'dist');
+export const NOBODY = 65534;
+
+export function sh(cmd: string, args: string[], input?: string): SpawnSyncReturns<string> {
+  return spawnSync(cmd, args, { encoding: 'utf8', input, timeout: 60_000 });
+}
+
+function must(cmd: string, args: string[]): string {
+  const r = sh(cmd, args);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+/** A network namespace of our own, named tapd-test-<prefix>-<random>. */
+export class Netns {
+  readonly name: string;
+
+  private constructor(name: string) {
+    this.name = name;
+  }
+
+  static create(prefix: string): Netns {
+    const name = `tapdt-${prefix}-${randomBytes(3).toString('hex')}`.slice(0, 30);
+    must('ip', ['netns', 'add', name]);
+    const ns = new Netns(name);
+    ns.run('ip', ['link', 'set', 'lo', 'up']);
+    return ns;
+  }
+
+  /** Runs a command inside the namespace; throws on failure. */
+  run(cmd: string, args: string[]): string {
+    return must('ip', ['netns', 'exec', this.name, cmd, ...args]);
+  }
+
+  /** Runs a command inside the namespace; returns the whole result. */
+  exec(cmd: string, args: string[], opts: { uid?: number; gid?: number; groups?: number[]; input?: string; env?: Record<string, string> } = {}): SpawnSyncReturns<string> {
+    return spawnSync('ip', ['netns', 'exec', this.name, ...asUser(opts), cmd, ...args], {
+      encoding: 'utf8', input: opts.input, timeout: 60_000, env: { ...process.env, ...opts.env },
+    });
+  }
+
+  spawn(cmd: string, args: string[], opts: { uid?: number; gid?: number; groups?: number[]; env?: Record<string, string> } = {}): ChildProcess {
+    return spawn('ip', ['netns', 'exec', this.name, ...asUser(opts), cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env },
+    });
+  }
+
+  links(): Array<{ ifname: string; ifindex: number; master?: string; mtu: number; address: string; linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> } }> {
+    return JSON.parse(this.run('ip', ['-d', '-j', 'link', 'show']));
+  }
+
+  link(name: string) {
+    return this.links().find((l) => l.ifname === name);
+  }
+
+  destroy(): void {
+    sh('ip', ['netns', 'del', this.name]);
+  }
+}
+
+/** setpriv prefix to run as an unprivileged user for real. */
+export function asUser(opts: { uid?: number; gid?: number; groups?: number[] }): string[] {
+  if (opts.uid === undefined) return [];
+  const gid = opts.gid ?? opts.uid;
+  const groups = opts.groups && opts.groups.length ? ['--groups', opts.groups.join(',')] : ['--clear-groups'];
+  return ['setpriv', '--reuid', String(opts.uid), '--regid', String(gid), ...groups, '--'];
+}
+
+/** A private directory that uid 65534 can traverse (for sockets) but not write. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `tapd-${prefix}-`));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+export interface DaemonHandle {
+  dir: string;
+  socket: string;
+  stateDir: string;
+  config: string;
+  proc: ChildProcess;
+  log(): string;
+  events(): Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+  kill9(): Promise<void>;
+  restart(): Promise<void>;
+  /** Waits until a log line with this event (and matching fields) appears. */
+  waitFor(event: string, match?: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** Writes `files` (path relative to the daemon dir → [content, mode]) and starts tapd in `ns`. */
+export async function startTapd(ns: Netns, config: string, files: Record<string, [string, number]> = {}): Promise<DaemonHandle> {
+  const dir = tempDir('daemon');
+  for (const [rel, [content, mode]] of Object.entries(files)) {
+    const p = path.join(dir, rel);
+    mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
+    writeFileSync(p, content, { mode });
+    chmodSync(p, mode);
+    chownSync(p, 0, 0);
+  }
+  const configPath = path.join(dir, 'tapd.conf');
+  writeFileSync(configPath, config.replaceAll('@DIR@', dir), { mode: 0o644 });
+  const socket = path.join(dir, 'tapd.sock');
+  const stateDir = path.join(dir, 'state');
+  let out = '';
+  let proc!: ChildProcess;
+  const launch = async () => {
+    proc = ns.spawn('node', [path.join(DIST, 'cli/tapd.js'), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug']);
+    proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await until(() => out.includes('"event":"started"') || proc.exitCode !== null, 15_000);
+    if (!out.includes('"event":"started"')) throw new Error(`tapd did not start:\n${out}`);
+  };
+  await launch();
+  const exited = () => new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : proc.once('exit', () => resolve())));
+  const handle: DaemonHandle = {
+    dir, socket, stateDir, config: configPath,
+    get proc() {
+      return proc;
+    },
+    log: () => out,
+    events: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    async stop() {
+      // `ip netns exec` execs node, so this pid is the daemon itself.
+      proc.kill('SIGTERM');
+      await exited();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async kill9() {
+      proc.kill('SIGKILL');
+      await exited();
+    },
+    async restart() {
+      await launch();
+    },
+    async waitFor(event, match = {}, timeoutMs = 10_000) {
+      let found: Record<string, unknown> | undefined;
+      await until(() => {
+        found = handle.events().find((e) => e.event === event && Object.entries(match).every(([k, v]) => e[k] === v));
+        return found !== undefined;
+      }, timeoutMs);
+      if (!found) throw new Error(`no ${event} ${JSON.stringify(match)} in tapd log:\n${out}`);
+      return found;
+    },
+  };
+  return handle;
+}
+
+export async function until(cond: () => boolean, timeoutMs: number, stepMs = 25): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+export function readText(p: string): string {
+  return readFileSync(p, 'utf8');
+}
+
+/** Runs test/fixtures/client.mjs in `ns` as `user`; returns its JSON lines. */
+export function client(ns: Netns, socket: string, steps: unknown[], user: { uid?: number; gid?: number; groups?: number[] } = { uid: NOBODY }): Array<Record<string, unknown>> {
+  const r = ns.exec('node', [path.join(ROOT, 'test/fixtures/client.mjs'), socket, JSON.stringify(steps)], user);
+  if (r.status !== 0) throw new Error(`client failed (${r.status}): ${r.stderr}`);
+  return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+}

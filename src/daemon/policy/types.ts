@@ -62,6 +62,18 @@ export interface Permit {
   askPolkit: boolean;
   /** Human words: which rule decided, e.g. "permitted by /etc/tapd/tapd.conf:12 (permit @kvm on lan)". */
   reason: string;
+  /** Added by the policy module: where the deciding rule is (for qemu-bridge-conf, the ACL line). */
+  rule?: SourceRef;
+  /** Added by the policy module: what the rule grants (decide() has already checked the intent against it). */
+  grants?: RuleGrants;
+}
+
+/** What a permit rule grants beyond "may open a TAP here" (rule options queues N, mac, mtu, vhost). */
+export interface RuleGrants {
+  queues: number;
+  mac: boolean;
+  mtu: boolean;
+  vhost: boolean;
 }
 
 export interface Deny {
@@ -71,6 +83,11 @@ export interface Deny {
    * may not use exists (no existence oracle, CVE-2022-47952).
    */
   reason: string;
+  /**
+   * Added by the policy module: the full story for the daemon's log (never send it to the peer).
+   * It may name a rule or a network that `reason` keeps quiet about.
+   */
+  logReason?: string;
 }
 
 export type Decision = Permit | Deny;
@@ -102,4 +119,9 @@ export interface Policy {
   decide(subject: Subject, intent: OpenIntent): Decision;
   /** May this subject see and end every lease (list-all, reload)? root always may. */
   isAdmin(subject: Subject): boolean;
+  /**
+   * Added by the policy module: what to tell a peer whose `-b NAME` resolves to nothing. The very
+   * words decide() gives for an existing network the peer may not use (no existence oracle).
+   */
+  notFoundReason?(name: string): string;
 }

@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TapdError } from '../src/daemon/errors.js';
+import { TapdError as SharedTapdError } from '../src/errors/tapd-error.js';
 import { isValidIfName } from '../src/daemon/policy/ifname-rule.js';
 import {
   checkConfig, DEFAULT_DENY_REASON, DEFAULT_LIMITS, loadPolicy, notFoundReason, PolicyError,
@@ -247,6 +248,7 @@ permit @kvm on nowhere
     }
     expect(err).toBeInstanceOf(PolicyError);
     expect(err).toBeInstanceOf(TapdError);
+    expect(err).toBeInstanceOf(SharedTapdError); // one base class, whichever path imports it
     const pe = err as PolicyError;
     expect(pe.code).toBe('config_invalid');
     expect(pe.name).toBe('PolicyError');

@@ -8,14 +8,15 @@
 #
 # What goes where (PREFIX=/usr):
 #   /usr/lib/tapd/                 package.json, dist/, production node_modules/,
-#                                  hooks/ (sample hooks), install-manifest
+#                                  hooks/qemu-ifup, hooks/qemu-ifdown (samples),
+#                                  tapd-bridge-up (uplink bridge script), install-manifest
 #   /usr/bin/tapd, tapctl, tapd-bridge-helper
 #                                  sh wrappers: exec NODE /usr/lib/tapd/dist/cli/X.js "$@"
 #   /usr/lib/systemd/system/tapd.socket, tapd.service
 #   /etc/tapd/tapd.conf            commented default; an existing one is never
 #                                  touched, the new default goes to tapd.conf.dist-new
 #   /usr/share/polkit-1/actions/org.tapd.policy
-#   /usr/share/doc/tapd/sudoers.sample   (not enabled)
+#   /usr/share/doc/tapd/sudoers.sample   (not enabled), and docs/*.md
 #   the `tapd` system user and group (not with DESTDIR unless --create-user)
 #
 # Everything is root:root, files 0644 or 0755, directories 0755, and the script
@@ -247,13 +248,15 @@ if [ -d "$work/npm/node_modules" ]; then
   cp -R "$work/npm/node_modules" "$stage/node_modules"
 fi
 
+# Sample up/down hooks (QEMU's `script IFNAME` convention) under hooks/; the
+# uplink bridge script where tapd.conf and docs/policy.md name it.
 mkdir "$stage/hooks"
-for h in qemu-ifup qemu-ifdown tapd-bridge-up; do
-  if [ -f "$src/scripts/$h" ]; then
-    cp "$src/scripts/$h" "$stage/hooks/$h"
-    chmod 0755 "$stage/hooks/$h"
+for h in hooks/qemu-ifup hooks/qemu-ifdown tapd-bridge-up; do
+  if [ -f "$src/scripts/${h#hooks/}" ]; then
+    cp "$src/scripts/${h#hooks/}" "$stage/$h"
+    chmod 0755 "$stage/$h"
   else
-    note "scripts/$h not in the source tree: $libdir/hooks/$h not installed"
+    note "scripts/${h#hooks/} not in the source tree: $libdir/$h not installed"
   fi
 done
 
@@ -307,6 +310,11 @@ fi
 
 put 0644 "$src/systemd/tapd.sudoers.sample" "$docdir/sudoers.sample"
 record "file $docdir/sudoers.sample"
+for doc in "$src"/docs/*.md; do
+  [ -f "$doc" ] || continue
+  put 0644 "$doc" "$docdir/${doc##*/}"
+  record "file $docdir/${doc##*/}"
+done
 record "dir $docdir"
 
 # The configuration belongs to the admin once it exists: never overwritten.

@@ -60,7 +60,9 @@ const files = (root: string) => listing(root).filter((e) => e.type !== 'd').map(
 // What the other parts of the repo contribute, when they exist.
 const shipsConf = existsSync(join(REPO, 'systemd/tapd.conf'));
 const shipsPolkit = existsSync(join(REPO, 'systemd/org.tapd.policy'));
-const shippedHooks = ['qemu-ifup', 'qemu-ifdown', 'tapd-bridge-up'].filter((h) => existsSync(join(REPO, 'scripts', h)));
+const shippedScripts = [['qemu-ifup', 'hooks/qemu-ifup'], ['qemu-ifdown', 'hooks/qemu-ifdown'], ['tapd-bridge-up', 'tapd-bridge-up']]
+  .filter(([name]) => existsSync(join(REPO, 'scripts', name!)));
+const shippedDocs = existsSync(join(REPO, 'docs')) ? readdirSync(join(REPO, 'docs')).filter((n) => n.endsWith('.md')) : [];
 
 describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
   let dest: string;
@@ -98,7 +100,8 @@ describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
     expectFile('/usr/share/doc/tapd/sudoers.sample', 0o644);
     if (shipsConf) expectFile('/etc/tapd/tapd.conf', 0o644);
     if (shipsPolkit) expectFile('/usr/share/polkit-1/actions/org.tapd.policy', 0o644);
-    for (const h of shippedHooks) expectFile(`/usr/lib/tapd/hooks/${h}`, 0o755);
+    for (const [, at] of shippedScripts) expectFile(`/usr/lib/tapd/${at}`, 0o755);
+    for (const doc of shippedDocs) expectFile(`/usr/share/doc/tapd/${doc}`, 0o644);
 
     // Production dependencies only, with ffi-rs's native binary (an optional dependency).
     const deps = Object.keys(JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).dependencies as object);

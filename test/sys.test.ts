@@ -1,5 +1,6 @@
 // The kernel layer, for real: TAPs, bridges and fd passing inside namespaces we create.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IfName, ifNameProblem } from '../src/sys/ifname.js';
@@ -144,7 +145,8 @@ describe('kernel layer in a namespace', () => {
   it('passes a TAP fd to a uid 65534 process that could not have made it; SO_PEERCRED names that process', async () => {
     const dir = tempDir('pass');
     const s = new Scenario(ns, 'pass-fd', [path.join(dir, 's.sock'), String(NOBODY)]);
-    const r = (await s.next()) as {
+    const next = s.next().finally(() => rmSync(dir, { recursive: true, force: true }));
+    const r = (await next) as {
       cred: { uid: number; gid: number; pid: number }; groups: number[]; childPid: number; tapName: string; code: number;
       child: { uid: number; bytes: number; fds: number; truncated: boolean; info: { name: string }; cloexec: number; own: { errno: string } };
     };
@@ -182,7 +184,8 @@ describe('kernel layer in a namespace', () => {
     await until(() => dumpErr.includes('listening'), 10_000);
     s.go();
     await s.next();
-    await until(() => dump.exitCode !== null, 10_000);
+    const closed = new Promise((r) => dump.once('close', r));
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
     if (dump.exitCode === null) dump.kill();
     expect(seen).toContain('52:54:00:00:00:42 > ff:ff:ff:ff:ff:ff, ethertype Unknown (0x88b5)');
     expect(seen).toContain('tapd-frame-out');

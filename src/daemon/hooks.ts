@@ -45,7 +45,12 @@ export interface HookRun {
  * CLOEXEC). Killed, with its whole process group, after the timeout.
  */
 export async function runHook(run: HookRun, log: Logger): Promise<void> {
-  checkScriptTrusted(run.script);
+  try {
+    checkScriptTrusted(run.script);
+  } catch (err) {
+    log.error({ event: 'hook_refused', script: run.script, reason: (err as Error).message }, 'hook refused');
+    throw err;
+  }
   const env = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...run.env };
   const child = spawn(run.script, run.args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, cwd: '/' });
   let output = '';

@@ -102,7 +102,7 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
   for (const [rel, [content, mode]] of Object.entries(files)) {
     const p = path.join(dir, rel);
     mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
-    writeFileSync(p, content, { mode });
+    writeFileSync(p, content.replaceAll('@DIR@', dir), { mode });
     chmodSync(p, mode);
     chownSync(p, 0, 0);
   }
@@ -119,7 +119,13 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
     await until(() => out.includes('"event":"started"') || proc.exitCode !== null, 15_000);
     if (!out.includes('"event":"started"')) throw new Error(`tapd did not start:\n${out}`);
   };
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const exited = () => new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : proc.once('exit', () => resolve())));
   const handle: DaemonHandle = {
     dir, socket, stateDir, config: configPath,

@@ -116,14 +116,17 @@ function generateMac(): sys.Mac {
   return sys.Mac.fromBytes(b);
 }
 
-/** The safety limits for everyone: no MTU below the bridge's, no host-side MAC that would become the bridge's. */
+/**
+ * The safety limits for everyone: no MTU below the bridge's, and no requested MAC whose host side
+ * would become the bridge's address (only possible on a bridge whose MAC is not fixed).
+ */
 function checkBridgeSafety(net: Network, req: OpenRequest, mac: sys.Mac): void {
   if (net.mode === 'hostonly' || !net.bridge) return;
   const bridge = sys.IfName.parse(net.bridge);
   if (req.mtu !== undefined && req.mtu < sys.getMtu(bridge)) {
     throw new TapdError('mtu_too_small', `MTU ${req.mtu} is below bridge ${net.bridge}'s ${sys.getMtu(bridge)} and would lower it for every VM on it`);
   }
-  if (mac.hostSide().compare(sys.getMac(bridge)) < 0) {
+  if (req.mac !== undefined && !sys.macIsFixed(bridge) && mac.hostSide().compare(sys.getMac(bridge)) < 0) {
     throw new TapdError('invalid_mac', `MAC ${mac} would change bridge ${net.bridge}'s address; choose another`);
   }
 }

@@ -1,4 +1,5 @@
 // Making a network ready and putting a TAP on it. Kernel work only; policy is decided before.
+import { randomBytes } from 'node:crypto';
 import { close as closeAsync } from 'node:fs';
 import * as sys from '../sys/index.js';
 import { TapdError } from '../errors/tapd-error.js';
@@ -39,16 +40,20 @@ async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<
   if (net.mode === 'bridged' && !net.createBridge) {
     throw new TapdError('network_unavailable', `network ${net.name}: bridge ${bridge} does not exist; an admin must create it`);
   }
+  // Check the NIC before touching anything, so a typo in the config changes nothing.
+  const nic = net.mode === 'uplink' ? sys.IfName.parse(net.uplink!) : undefined;
+  if (nic && !sys.exists(nic)) throw new TapdError('network_unavailable', `network ${net.name}: uplink NIC ${nic} does not exist`);
   sys.createBridge(bridge);
   log.info({ event: 'bridge_created', network: net.name, bridge: bridge.value }, 'bridge created');
   try {
-    if (net.mode === 'uplink') {
-      const nic = sys.IfName.parse(net.uplink!);
-      if (!sys.exists(nic)) throw new TapdError('network_unavailable', `network ${net.name}: uplink NIC ${nic} does not exist`);
+    if (nic) {
       // The bridge takes the NIC's MTU and MAC so the host's address on the LAN stays the same.
       sys.setMtu(bridge, sys.getMtu(nic));
       sys.setMac(bridge, sys.getMac(nic));
       sys.addPort(bridge, nic, { mtu: sys.getMtu(nic) });
+    } else {
+      // A fixed MAC, so VMs coming and going never change the bridge's address.
+      sys.setMac(bridge, randomLocalMac());
     }
     sys.setUp(bridge);
     if (net.mode === 'uplink' && net.bridgeScript) {
@@ -68,6 +73,13 @@ async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<
     }
     throw err;
   }
+}
+
+/** A random unicast, locally administered MAC. */
+function randomLocalMac(): sys.Mac {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return sys.Mac.fromBytes(b);
 }
 
 export interface TapRequest {

@@ -41,7 +41,10 @@ export class ConnectionServer {
     socket.on('error', () => socket.destroy());
     if (this.live > ctx.policy.limits.maxConnections) {
       ctx.log.warn({ event: 'connection_refused', reason: 'too many connections' }, 'connection refused');
+      // Read and discard until the peer closes, or 'close' never comes on a half-open socket.
+      socket.resume();
       socket.end(encodeFrame(errorReply('busy', 'tapd is serving too many clients; try again in a moment')));
+      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
     let peer: Peer;
@@ -164,7 +167,8 @@ class Connection {
     this.ctx().log.info({ event: 'connection_dropped', uid: this.peer.uid, pid: this.peer.pid, result: e.code, reason: e.message }, 'bad request');
     clearTimeout(this.deadline);
     this.queue.length = 0;
-    this.socket.pause();
+    this.socket.removeAllListeners('data');
+    this.socket.resume();
     this.socket.end(encodeFrame(errorReply(e.code, e.message)));
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }

@@ -4,7 +4,7 @@ export { IfName, ifNameProblem } from './ifname.js';
 export { Mac } from './mac.js';
 export { createTap, tapInfo, closeTapSync, MAX_QUEUES, type Tap, type TapOptions } from './tap.js';
 export { addPort, removePort, createBridge, deleteBridge, isBridge, exists, type AddPortOptions } from './bridge.js';
-export { getFlags, getIndex, getMac, getMtu, setMac, setMtu, setUp, setDown, getDriver } from './netdev.js';
+export { getFlags, getIndex, getMac, getMtu, setMac, setMtu, setUp, setDown, getDriver, macIsFixed } from './netdev.js';
 export {
   sendWithFds, recvWithFds, recvWithFdsAsync, closeAll, peerCred, peerGroups, SCM_MAX_FD,
   type PeerCred, type Received,

@@ -1,4 +1,5 @@
 // Per-device ioctls on a control socket: flags, MTU, MAC, index, driver name, bridges.
+import { readFileSync } from 'node:fs';
 import { C, LAYOUT } from './constants.js';
 import type { IfName } from './ifname.js';
 import { addressOf, sysClose, sysIoctl, sysSocket, type Ctx } from './libc.js';
@@ -75,6 +76,15 @@ export function setMac(name: IfName, mac: Mac): void {
     b.writeUInt16LE(C.ARPHRD_ETHER, UNION + LAYOUT['sockaddr.sa_family']);
     mac.bytes.copy(b, UNION + LAYOUT['sockaddr.sa_data']);
   }, { action: `set MAC ${mac} on ${name}`, device: name.value });
+}
+
+/**
+ * Whether the device's MAC was set explicitly (addr_assign_type NET_ADDR_SET). A bridge whose MAC
+ * is not fixed takes the lowest of its ports' addresses, so a new port can change it.
+ */
+export function macIsFixed(name: IfName): boolean {
+  const NET_ADDR_SET = 3;
+  return Number(readFileSync(`/sys/class/net/${name.value}/addr_assign_type`, 'utf8').trim()) === NET_ADDR_SET;
 }
 
 export function getIndex(name: IfName): number {

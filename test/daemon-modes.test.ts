@@ -1,0 +1,191 @@
+// tapd's other modes and controls: uplink NICs, socket activation, limits, reload, sudo.
+import { spawn } from 'node:child_process';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
+import { raw, req } from './helpers/raw.js';
+import { rmSync } from 'node:fs';
+
+const me = { uid: NOBODY, gid: 65534 };
+
+describe('uplink mode: a physical NIC the daemon bridges on first use', () => {
+  let host: Netns;
+  let lan: Netns;
+  let d: DaemonHandle;
+  let pong: ReturnType<typeof spawn>;
+
+  beforeAll(async () => {
+    host = Netns.create('uhost');
+    lan = Netns.create('ulan');
+    // The "NIC": a veth carrying the host's address and default route, as eth0 would.
+    host.run('ip', ['link', 'add', 'nic0', 'type', 'veth', 'peer', 'name', 'lan0', 'netns', lan.name]);
+    host.run('ip', ['addr', 'add', '198.18.3.2/24', 'dev', 'nic0']);
+    host.run('ip', ['link', 'set', 'nic0', 'up']);
+    host.run('ip', ['route', 'add', 'default', 'via', '198.18.3.1']);
+    lan.run('ip', ['addr', 'add', '198.18.3.1/24', 'dev', 'lan0']);
+    lan.run('ip', ['link', 'set', 'lan0', 'up']);
+    pong = spawn('ip', ['netns', 'exec', lan.name, 'node', '-e',
+      "require('net').createServer(s=>s.end('pong')).listen(7777,'198.18.3.1',()=>console.log('up'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((r) => pong.stdout!.once('data', r));
+    const script = readFileSync(path.join(ROOT, 'scripts/tapd-bridge-up'), 'utf8');
+    d = await startTapd(host, `
+network wan uplink nic0 bridge brwan0 bridge-script @DIR@/tapd-bridge-up
+network typo uplink nic9 bridge brtypo0
+permit @nogroup on wan mac
+permit @nogroup on typo
+`, { 'tapd-bridge-up': [script, 0o755] });
+  });
+
+  afterAll(async () => {
+    await d?.stop();
+    pong?.kill();
+    host?.destroy();
+    lan?.destroy();
+  });
+
+  const reachLan = () => host.exec('node', ['-e', "const s=require('net').connect(7777,'198.18.3.1');s.setTimeout(3000,()=>process.exit(2));s.on('data',d=>{console.log(String(d));process.exit(0)});s.on('error',()=>process.exit(1))"]);
+
+  it('the host reaches its LAN before', () => {
+    expect(reachLan().stdout.trim()).toBe('pong');
+  });
+
+  it('first open (by NIC name, as with -b nic0) creates the bridge, enslaves the NIC, moves address and route; the host still reaches the LAN; frames flow', async () => {
+    const dump = spawn('ip', ['netns', 'exec', lan.name, 'tcpdump', '-i', 'lan0', '-n', '-e', '-c', '1', '--immediate-mode', '-l', 'ether proto 0x88b5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    let err = '';
+    dump.stdout!.on('data', (x: Buffer) => (seen += x.toString()));
+    dump.stderr!.on('data', (x: Buffer) => (err += x.toString()));
+    await until(() => err.includes('listening'), 10_000);
+    const frameHex = 'ffffffffffff' + '525400123456' + '88b5' + Buffer.from('tapd-uplink').toString('hex').padEnd(92, '0');
+    const [probe] = client(host, d.socket, [{ op: 'check', network: 'nic0', mac: '52:54:00:12:34:56' }], me);
+    expect(probe, JSON.stringify(probe)).toMatchObject({ ok: true, body: { allowed: true } });
+    const [open] = client(host, d.socket, [{ op: 'open', network: 'nic0', mac: '52:54:00:12:34:56' }, { frame: frameHex }], me);
+    expect(open).toMatchObject({ ok: true, body: { lease: { network: 'wan', bridge: 'brwan0' } } });
+    const closed = new Promise((r) => dump.once('close', r));
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
+    if (dump.exitCode === null) dump.kill();
+    expect(seen).toContain('tapd-uplink');
+    expect(host.link('nic0')!.master).toBe('brwan0');
+    const addrs = JSON.parse(host.run('ip', ['-j', '-4', 'addr', 'show', 'dev', 'brwan0'])) as Array<{ addr_info: Array<{ local: string }> }>;
+    expect(addrs[0]!.addr_info.map((a) => a.local)).toEqual(['198.18.3.2']);
+    expect(host.run('ip', ['route', 'show', 'default'])).toContain('via 198.18.3.1 dev brwan0');
+    // The bridge kept the NIC's MAC, so the LAN sees the host at the same address.
+    expect(host.link('brwan0')!.address).toBe(host.link('nic0')!.address);
+    expect(reachLan().stdout.trim()).toBe('pong');
+    // The bridge script ran once; a second open does not run it again.
+    client(host, d.socket, [{ op: 'open', network: 'wan' }], me);
+    expect(d.events().filter((e) => e.event === 'bridge_created')).toHaveLength(1);
+    expect(d.events().filter((e) => e.event === 'hook' && String(e.script).endsWith('tapd-bridge-up'))).toHaveLength(1);
+  });
+
+  it('a missing NIC changes nothing and says which', () => {
+    const [r] = client(host, d.socket, [{ op: 'open', network: 'typo' }], me);
+    expect(r).toMatchObject({ ok: false, code: 'network_unavailable', message: 'network typo: uplink NIC nic9 does not exist' });
+    expect(host.link('brtypo0')).toBeUndefined();
+  });
+});
+
+describe('controls', () => {
+  let ns: Netns;
+  let d: DaemonHandle | undefined;
+
+  beforeAll(() => {
+    ns = Netns.create('ctl');
+    ns.run('ip', ['link', 'add', 'br0', 'type', 'bridge']);
+    ns.run('ip', ['link', 'set', 'br0', 'up']);
+  });
+  afterEach(async () => {
+    await d?.stop();
+    d = undefined;
+  });
+  afterAll(() => ns?.destroy());
+
+  it('refuses connections over max-connections with a clear error, and serves again after', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit root on any\nlimits max-connections 2 request-timeout 3s\n');
+    const idle = [raw(d.socket, [], { waitMs: 1500 }), raw(d.socket, [], { waitMs: 1500 })];
+    await new Promise((r) => setTimeout(r, 200));
+    const third = await raw(d.socket, [req({ op: 'status' })], { waitMs: 1000 });
+    expect(third.replies[0]).toMatchObject({ ok: false, error: { code: 'busy' } });
+    await Promise.all(idle);
+    // The daemon frees the slots when it sees the closes.
+    let later = await raw(d.socket, [req({ op: 'status' })]);
+    for (let i = 0; i < 20 && later.replies[0]?.ok !== true; i++) later = await raw(d.socket, [req({ op: 'status' })]);
+    expect(later.replies[0], JSON.stringify(later)).toMatchObject({ ok: true });
+  });
+
+  it('enforces per-user totals across networks and the global lease limit', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\nnetwork lab bridge brlab0 create\npermit @nogroup on any total 2\npermit root on any\nlimits max-leases 3\n');
+    const r = client(ns, d.socket, [{ op: 'open', network: 'lan' }, { op: 'open', network: 'lab' }, { op: 'open', network: 'lan' }], me);
+    expect(r.map((x) => x.ok ?? x.code)).toEqual([true, true, false]);
+    expect(r[2]).toMatchObject({ code: 'quota' });
+    const all = client(ns, d.socket, [{ op: 'open', network: 'lan' }, { op: 'open', network: 'lan' }, { op: 'open', network: 'lan' }, { op: 'open', network: 'lan' }], { uid: 0 });
+    expect(all.map((x) => x.code ?? 'ok')).toEqual(['ok', 'ok', 'ok', 'limit']);
+    ns.exec('ip', ['link', 'del', 'brlab0']);
+  });
+
+  it('reloads on SIGHUP: new rules for new requests, live leases stay, a broken file keeps the old policy', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n');
+    expect(client(ns, d.socket, [{ op: 'open', network: 'lan' }], me)[0]).toMatchObject({ ok: false, code: 'denied' });
+    writeFileSync(d.config, 'network lan bridge br0\npermit root on any\npermit @nogroup on lan\n');
+    d.proc.kill('SIGHUP');
+    await d.waitFor('policy_reloaded');
+    expect(client(ns, d.socket, [{ op: 'open', network: 'lan' }], me)[0]).toMatchObject({ ok: true });
+    writeFileSync(d.config, 'network lan bridge br0\npermit root on any\npermit @nogroup onn lan\n');
+    d.proc.kill('SIGHUP');
+    const failed = await d.waitFor('policy_reload_failed');
+    expect(String(failed.reason)).toMatch(/tapd\.conf:3:\d+/);
+    expect(client(ns, d.socket, [{ op: 'open', network: 'lan' }], me)[0]).toMatchObject({ ok: true });
+    // The reload request: root may, others may not.
+    expect(client(ns, d.socket, [{ op: 'reload' }], me)[0]).toMatchObject({ ok: false, code: 'forbidden' });
+    expect(client(ns, d.socket, [{ op: 'reload' }], { uid: 0 })[0]).toMatchObject({ ok: false, code: 'config_invalid' });
+  });
+
+  it('lets root open on behalf of a sudo user (owned and counted as that user), and nobody else', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit @nogroup on lan leases 1\n');
+    const [asNobody, again] = client(ns, d.socket, [{ op: 'open', network: 'lan', as_uid: NOBODY }, { op: 'open', network: 'lan', as_uid: NOBODY }], { uid: 0 });
+    expect(asNobody).toMatchObject({ ok: true, body: { lease: { owner_uid: NOBODY } } });
+    expect(again).toMatchObject({ ok: false, code: 'quota' });
+    const [forged] = client(ns, d.socket, [{ op: 'open', network: 'lan', as_uid: 0 }], me);
+    expect(forged).toMatchObject({ ok: false, code: 'forbidden' });
+    const [unknown] = client(ns, d.socket, [{ op: 'open', network: 'lan', as_uid: 4242 }], { uid: 0 });
+    expect(unknown).toMatchObject({ ok: false, code: 'bad_request' });
+  });
+
+  it('check explains without creating anything', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit @nogroup on lan\n');
+    const [yes, no] = client(ns, d.socket, [{ op: 'check', network: 'lan' }, { op: 'check', network: 'lan', queues: 4 }], me);
+    expect(yes).toMatchObject({ ok: true, body: { allowed: true } });
+    expect(String((yes!.body as { reason: string }).reason)).toMatch(/permitted by .*tapd\.conf:2 \(permit @nogroup on lan\)/);
+    expect(no).toMatchObject({ ok: true, body: { allowed: false, code: 'denied' } });
+    expect(ns.links().filter((l) => l.linkinfo?.info_kind === 'tun')).toEqual([]);
+  });
+
+  it('starts on the first connection through systemd socket activation, for real', async () => {
+    const dir = tempDir('activate');
+    try {
+      const conf = path.join(dir, 'tapd.conf');
+      writeFileSync(conf, 'network lan bridge br0\npermit @nogroup on lan\n', { mode: 0o644 });
+      const sock = path.join(dir, 'tapd.sock');
+      // umask 0: the test socket is world-connectable, as the socket unit's group would make it.
+      const act = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c',
+        `umask 0; exec systemd-socket-activate -l ${sock} node ${path.join(DIST, 'cli/tapd.js')} --config ${conf} --state-dir ${dir}/state`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      act.stdout!.on('data', (x: Buffer) => (out += x.toString()));
+      act.stderr!.on('data', (x: Buffer) => (out += x.toString()));
+      await until(() => out.includes('Listening on'), 10_000);
+      // systemd-socket-activate makes it 0644; the socket unit would give its group access.
+      chmodSync(sock, 0o666);
+      expect(out).not.toContain('tapd ready'); // not started before the first connection
+      const [r] = client(ns, sock, [{ op: 'open', network: 'lan' }], me);
+      expect(r).toMatchObject({ ok: true, fds: 1 });
+      await until(() => out.includes('"socket":"systemd"'), 5000);
+      expect(out).toContain('"socket":"systemd"');
+      act.kill('SIGTERM');
+      await new Promise((res) => (act.exitCode !== null ? res(null) : act.once('exit', res)));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+

@@ -16,6 +16,7 @@
 #include <linux/ethtool.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/if_link.h>
 
 static int first = 1;
 static void emit(const char *name, long value) {
@@ -40,8 +41,8 @@ int main(void) {
   K(SIOCBRADDBR); K(SIOCBRDELBR); K(SIOCBRADDIF); K(SIOCBRDELIF);
   K(ETHTOOL_GDRVINFO); K(ARPHRD_ETHER);
   K(NETLINK_ROUTE); K(RTMGRP_LINK); K(NLMSG_ERROR); K(NLMSG_DONE);
-  K(RTM_NEWLINK); K(RTM_DELLINK); K(RTM_GETLINK); K(NLM_F_REQUEST); K(NLM_F_DUMP);
-  K(EAGAIN); K(EINTR); K(ENOBUFS); K(ENODEV); K(EOPNOTSUPP);
+  K(RTM_NEWLINK); K(RTM_DELLINK); K(RTM_GETLINK); K(RTM_SETLINK); K(NLM_F_ACK); K(AF_BRIDGE); K(IFLA_PROTINFO); K(IFLA_BRPORT_ISOLATED); K(NLA_F_NESTED); K(NLM_F_REQUEST); K(NLM_F_DUMP);
+  K(EAGAIN); K(EINTR); K(ENOBUFS); K(EPROTO); K(ENODEV); K(EOPNOTSUPP);
 
   SZ(ifreq); OFF(ifreq, ifr_name); OFF(ifreq, ifr_flags); OFF(ifreq, ifr_ifindex);
   OFF(ifreq, ifr_mtu); OFF(ifreq, ifr_hwaddr); OFF(ifreq, ifr_data);
@@ -58,6 +59,7 @@ int main(void) {
   OFF(nlmsghdr, nlmsg_seq); OFF(nlmsghdr, nlmsg_pid);
   SZ(ifinfomsg); OFF(ifinfomsg, ifi_family); OFF(ifinfomsg, ifi_type); OFF(ifinfomsg, ifi_index);
   OFF(ifinfomsg, ifi_flags);
+  SZ(nlattr); OFF(nlmsgerr, error);
   SZ(ethtool_drvinfo); OFF(ethtool_drvinfo, cmd); OFF(ethtool_drvinfo, driver);
   SZ(timeval);
   printf("\n}\n");

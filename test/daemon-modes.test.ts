@@ -152,6 +152,25 @@ describe('controls', () => {
     expect(unknown).toMatchObject({ ok: false, code: 'bad_request' });
   });
 
+  it('isolates the TAP\'s bridge port on an isolated network', async () => {
+    d = await startTapd(ns, 'network lan bridge br0 isolated\nnetwork open bridge bropen0 create\npermit @nogroup on any\n');
+    const script = `
+      import * as c from '${DIST}/client/client.js';
+      const a = c.openTapSync(process.argv[1], {network: 'lan'});
+      const b = c.openTapSync(process.argv[1], {network: 'open'});
+      console.log(JSON.stringify([a.lease.ifname, b.lease.ifname]));
+      process.stdin.once('data', () => process.exit(0));`;
+    const holder = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', '65534', '--clear-groups', '--',
+      'node', '--input-type=module', '-e', script, d.socket], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const names = JSON.parse(await new Promise<string>((r) => holder.stdout!.once('data', (x: Buffer) => r(x.toString())))) as string[];
+    const info = (n: string) => (ns.link(n)!.linkinfo as { info_slave_data?: { isolated?: boolean } }).info_slave_data?.isolated;
+    expect(info(names[0]!)).toBe(true);
+    expect(info(names[1]!)).toBe(false);
+    holder.stdin!.end('\n');
+    await new Promise((r) => holder.once('exit', r));
+    ns.exec('ip', ['link', 'del', 'bropen0']);
+  });
+
   it('check explains without creating anything', async () => {
     d = await startTapd(ns, 'network lan bridge br0\npermit @nogroup on lan\n');
     const [yes, no] = client(ns, d.socket, [{ op: 'check', network: 'lan' }, { op: 'check', network: 'lan', queues: 4 }], me);

@@ -108,8 +108,10 @@ export function makeTap(req: TapRequest): MadeTap {
       if (req.mtu ?? req.net.mtu) sys.setMtu(tap.name, (req.mtu ?? req.net.mtu)!);
       sys.setMac(tap.name, hostMac);
     }
+    const ifindex = sys.getIndex(tap.name);
+    if (req.net.isolated && req.net.mode !== 'hostonly') sys.setPortIsolated(ifindex, tap.name.value, true);
     sys.setUp(tap.name);
-    return { tap, ifindex: sys.getIndex(tap.name), mtu: sys.getMtu(tap.name) };
+    return { tap, ifindex, mtu: sys.getMtu(tap.name) };
   } catch (err) {
     releaseFds(tap.fds);
     throw err;

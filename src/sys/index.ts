@@ -11,4 +11,5 @@ export {
 } from './fdpass.js';
 export { connectUnix, connectUnixAsync, sendAll, closeFd } from './unix.js';
 export { LinkWatch, linkAlive } from './link-watch.js';
+export { setPortIsolated } from './rtnetlink.js';
 export { sysFcntl as fcntl, sysSocketpair as socketpair, sysIfNameToIndex as ifNameToIndex } from './libc.js';

@@ -180,6 +180,34 @@ describe('controls', () => {
     expect(ns.links().filter((l) => l.linkinfo?.info_kind === 'tun')).toEqual([]);
   });
 
+  it('exits when idle under socket activation (no lease, no connection), not while a lease lives', async () => {
+    const dir = tempDir('idle');
+    try {
+      const conf = path.join(dir, 'tapd.conf');
+      writeFileSync(conf, 'network lan bridge br0\npermit @nogroup on lan\nlimits idle-exit 1s\n', { mode: 0o644 });
+      const sock = path.join(dir, 'tapd.sock');
+      const act = spawn('ip', ['netns', 'exec', ns.name, 'systemd-socket-activate', '-l', sock,
+        'node', path.join(DIST, 'cli/tapd.js'), '--config', conf, '--state-dir', `${dir}/state`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      act.stdout!.on('data', (x: Buffer) => (out += x.toString()));
+      act.stderr!.on('data', (x: Buffer) => (out += x.toString()));
+      await until(() => out.includes('Listening on'), 10_000);
+      chmodSync(sock, 0o666);
+      // A lease held for 2.5 s keeps it alive past the idle time; then it goes.
+      const holder = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', '65534', '--clear-groups', '--',
+        'node', path.join(ROOT, 'test/fixtures/client.mjs'), sock, JSON.stringify([{ op: 'open', network: 'lan' }, { hold: 2500 }])], { stdio: 'ignore' });
+      const started = Date.now();
+      const exited = new Promise<number | null>((r) => act.once('exit', (code) => r(code)));
+      await new Promise((r) => holder.once('exit', r));
+      expect(act.exitCode).toBeNull(); // a lease was live: no idle exit
+      expect(await exited).toBe(0);
+      expect(Date.now() - started).toBeGreaterThan(2500);
+      expect(out).toContain('"event":"idle_exit"');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('starts on the first connection through systemd socket activation, for real', async () => {
     const dir = tempDir('activate');
     try {

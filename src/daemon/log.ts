@@ -9,7 +9,7 @@ export type { Logger };
 export function createLogger(level: string): Logger {
   return pino({
     level,
-    base: { svc: 'tapd' },
+    base: { svc: 'tapd', pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   });

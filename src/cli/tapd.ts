@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { getgrnam } from './groups.js';
 import { startDaemon } from '../daemon/main.js';
 import { checkConfig, PolicyError } from '../daemon/policy/index.js';
+import { formatProblem } from '../daemon/policy/problem.js';
 import { VERSION } from '../version.js';
 
 function octalMode(value: string): number {
@@ -36,8 +37,8 @@ const opts = program.opts<{
 
 if (opts.checkConfig) {
   const result = checkConfig(opts.config);
+  // Like sshd -t: silence when the configuration is fine, every problem when it is not.
   for (const p of result.problems) process.stderr.write(`${p}\n`);
-  process.stdout.write(result.ok ? `${opts.config}: configuration OK\n` : `${opts.config}: ${result.problems.length} problem(s)\n`);
   process.exit(result.ok ? 0 : 1);
 }
 
@@ -58,7 +59,7 @@ try {
   process.once('SIGINT', () => stop('SIGINT'));
 } catch (err) {
   if (err instanceof PolicyError) {
-    for (const p of err.problems) process.stderr.write(`${p.file}:${p.line}:${p.column}: ${p.message}\n`);
+    for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
     process.stderr.write(`tapd: not starting: ${opts.config} has ${err.problems.length} problem(s); check it with tapd --check-config\n`);
   } else {
     process.stderr.write(`tapd: cannot start: ${(err as Error).message}\n`);

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
+import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, testFrame, until, type DaemonHandle } from './helpers/netns.js';
 import { raw, req } from './helpers/raw.js';
 import { rmSync } from 'node:fs';
 
@@ -51,21 +51,13 @@ permit @nogroup on typo
   });
 
   it('first open (by NIC name, as with -b nic0) creates the bridge, enslaves the NIC, moves address and route; the host still reaches the LAN; frames flow', async () => {
-    const dump = spawn('ip', ['netns', 'exec', lan.name, 'tcpdump', '-i', 'lan0', '-n', '-e', '-c', '1', '--immediate-mode', '-l', 'ether proto 0x88b5'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    let err = '';
-    dump.stdout!.on('data', (x: Buffer) => (seen += x.toString()));
-    dump.stderr!.on('data', (x: Buffer) => (err += x.toString()));
-    await until(() => err.includes('listening'), 10_000);
-    const frameHex = 'ffffffffffff' + '525400123456' + '88b5' + Buffer.from('tapd-uplink').toString('hex').padEnd(92, '0');
+    const capture = await captureOne(lan, 'lan0');
+    const frameHex = testFrame('52:54:00:12:34:56', 'tapd-uplink');
     const [probe] = client(host, d.socket, [{ op: 'check', network: 'nic0', mac: '52:54:00:12:34:56' }], me);
     expect(probe, JSON.stringify(probe)).toMatchObject({ ok: true, body: { allowed: true } });
     const [open] = client(host, d.socket, [{ op: 'open', network: 'nic0', mac: '52:54:00:12:34:56' }, { frame: frameHex }], me);
     expect(open).toMatchObject({ ok: true, body: { lease: { network: 'wan', bridge: 'brwan0' } } });
-    const closed = new Promise((r) => dump.once('close', r));
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
-    if (dump.exitCode === null) dump.kill();
-    expect(seen).toContain('tapd-uplink');
+    expect(await capture.seen()).toContain('tapd-uplink');
     expect(host.link('nic0')!.master).toBe('brwan0');
     const addrs = JSON.parse(host.run('ip', ['-j', '-4', 'addr', 'show', 'dev', 'brwan0'])) as Array<{ addr_info: Array<{ local: string }> }>;
     expect(addrs[0]!.addr_info.map((a) => a.local)).toEqual(['198.18.3.2']);

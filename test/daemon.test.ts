@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, DIST, NOBODY, Netns, ROOT, startTapd, until, type DaemonHandle } from './helpers/netns.js';
+import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from './helpers/netns.js';
 import { frame, raw, req } from './helpers/raw.js';
 
 const NOGROUP = 65534;
@@ -105,19 +105,12 @@ describe('tapd daemon', () => {
   });
 
   it('gives an unprivileged client in an allowed group a working bridged TAP; a frame crosses to the LAN', async () => {
-    const dump = spawn('ip', ['netns', 'exec', lan.name, 'tcpdump', '-i', 'lan0', '-n', '-e', '-c', '1', '--immediate-mode', '-l', 'ether proto 0x88b5'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    let dumpErr = '';
-    dump.stdout!.on('data', (x: Buffer) => (seen += x.toString()));
-    dump.stderr!.on('data', (x: Buffer) => (dumpErr += x.toString()));
-    await until(() => dumpErr.includes('listening'), 10_000);
-    const frameHex = 'ffffffffffff' + '525400abcdef' + '88b5' + Buffer.from('tapd-frame-d1').toString('hex').padEnd(92, '0');
+    const capture = await captureOne(lan, 'lan0');
+    const frameHex = testFrame('52:54:00:ab:cd:ef', 'tapd-frame-d1');
     const [open, wrote] = client(host, d.socket, [{ op: 'open', network: 'lan', mac: '52:54:00:ab:cd:ef' }, { frame: frameHex }], me);
     expect(open).toMatchObject({ ok: true, fds: 1, body: { ok: true, lease: { network: 'lan', bridge: 'br0', mac: '52:54:00:ab:cd:ef', owner_uid: NOBODY, queues: 1 } } });
     expect(wrote).toEqual({ wrote: 60 });
-    const closed = new Promise((r) => dump.once('close', r));
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
-    if (dump.exitCode === null) dump.kill();
+    const seen = await capture.seen();
     expect(seen).toContain('52:54:00:ab:cd:ef > ff:ff:ff:ff:ff:ff');
     expect(seen).toContain('tapd-frame-d1');
     // The client exited: the device went with its fd and the lease ended, down hook once.

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IfName, ifNameProblem } from '../src/sys/ifname.js';
 import { Mac } from '../src/sys/mac.js';
-import { NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
+import { captureOne, NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
 
 const SCENARIOS = path.join(ROOT, 'test/fixtures/sys-scenarios.mjs');
 
@@ -176,17 +176,10 @@ describe('kernel layer in a namespace', () => {
     peer.run('ip', ['link', 'set', 'vio1', 'up']);
     const s = new Scenario(ns, 'frame-io', ['brio0']);
     await s.next();
-    const dump = spawn('ip', ['netns', 'exec', peer.name, 'tcpdump', '-i', 'vio1', '-n', '-e', '-c', '1', '--immediate-mode', '-l', 'ether proto 0x88b5'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    let dumpErr = '';
-    dump.stdout!.on('data', (d: Buffer) => (seen += d.toString()));
-    dump.stderr!.on('data', (d: Buffer) => (dumpErr += d.toString()));
-    await until(() => dumpErr.includes('listening'), 10_000);
+    const capture = await captureOne(peer, 'vio1');
     s.go();
     await s.next();
-    const closed = new Promise((r) => dump.once('close', r));
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
-    if (dump.exitCode === null) dump.kill();
+    const seen = await capture.seen();
     expect(seen).toContain('52:54:00:00:00:42 > ff:ff:ff:ff:ff:ff, ethertype Unknown (0x88b5)');
     expect(seen).toContain('tapd-frame-out');
     // The other way: a UDP broadcast from the peer floods across the bridge to the TAP.

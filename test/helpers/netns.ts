@@ -179,3 +179,32 @@ export function client(ns: Netns, socket: string, steps: unknown[], user: { uid?
   if (r.status !== 0) throw new Error(`client failed (${r.status}): ${r.stderr}`);
   return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
+
+/** A 60-byte broadcast Ethernet frame (hex) from `srcMac` with ethertype 0x88b5 and a short marker (< 16 bytes). */
+export function testFrame(srcMac: string, marker: string): string {
+  return 'ffffffffffff' + srcMac.replaceAll(':', '') + '88b5' + Buffer.from(marker).toString('hex').padEnd(92, '0');
+}
+
+/**
+ * Starts tcpdump for one frame of ethertype 0x88b5 on `iface` in `ns`; resolves once it listens.
+ * `seen()` waits (up to 10 s) for the frame or gives up, and returns what tcpdump printed.
+ */
+export async function captureOne(ns: Netns, iface: string): Promise<{ seen: () => Promise<string> }> {
+  const dump = spawn('ip', ['netns', 'exec', ns.name, 'tcpdump', '-i', iface, '-n', '-e', '-c', '1', '--immediate-mode', '-l', 'ether proto 0x88b5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  dump.stdout!.on('data', (x: Buffer) => (out += x.toString()));
+  dump.stderr!.on('data', (x: Buffer) => (err += x.toString()));
+  const closed = new Promise((r) => dump.once('close', r));
+  await until(() => err.includes('listening') || dump.exitCode !== null, 10_000);
+  return {
+    async seen() {
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
+      if (dump.exitCode === null) {
+        dump.kill();
+        await closed;
+      }
+      return out;
+    },
+  };
+}

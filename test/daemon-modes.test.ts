@@ -1,6 +1,6 @@
 // tapd's other modes and controls: uplink NICs, socket activation, limits, reload, sudo.
 import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, testFrame, until, type DaemonHandle } from './helpers/netns.js';
@@ -161,6 +161,41 @@ describe('controls', () => {
     holder.stdin!.end('\n');
     await new Promise((r) => holder.once('exit', r));
     ns.exec('ip', ['link', 'del', 'bropen0']);
+  });
+
+  it('grants exactly one of 50 concurrent opens to a user one lease below quota', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit @nogroup on lan leases 2\n');
+    const script = `
+      import * as c from '${DIST}/client/client.js';
+      const first = c.openTapSync(process.argv[1], {network: 'lan'});
+      const rs = await Promise.allSettled(Array.from({length: 50}, () => c.openTap(process.argv[1], {network: 'lan'})));
+      console.log(JSON.stringify(rs.map(r => r.status === 'fulfilled' ? 'ok' : r.reason.code)));`;
+    const r = ns.exec('node', ['--input-type=module', '-e', script, d.socket], me);
+    const results = JSON.parse(r.stdout) as string[];
+    expect(results).toHaveLength(50);
+    expect(results.filter((x) => x === 'ok')).toHaveLength(1);
+    expect(results.filter((x) => x === 'quota')).toHaveLength(49);
+  });
+
+  it('judges groups by the kernel\'s credentials at connect(), not by /etc/group', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit @nogroup on lan\n');
+    // uid 4242 is in no group in /etc/group, but this process carries gid 65534 as a
+    // supplementary group: the kernel says so (SO_PEERGROUPS), and that governs.
+    const [viaSupplementary] = client(ns, d.socket, [{ op: 'check', network: 'lan' }], { uid: 4242, gid: 4242, groups: [65534] });
+    expect(viaSupplementary).toMatchObject({ body: { allowed: true } });
+    // nobody's primary group in /etc/passwd is nogroup, but this process runs with gid 4242 and
+    // no supplementary groups: not permitted.
+    const [viaPasswd] = client(ns, d.socket, [{ op: 'check', network: 'lan' }], { uid: NOBODY, gid: 4242 });
+    expect(viaPasswd).toMatchObject({ body: { allowed: false } });
+  });
+
+  it('refuses to start with a config file others can write, naming the file', async () => {
+    await expect(startTapd(ns, 'network lan bridge br0\npermit root on any\n', {}, { configMode: 0o666 })).rejects.toThrow(/tapd\.conf.*writable by group or others|group or others.*tapd\.conf/);
+  });
+
+  it('binds its own socket with the configured mode from the start (umask before bind)', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n', {}, { extraArgs: ['--socket-mode', '0660'] });
+    expect(statSync(d.socket).mode & 0o777).toBe(0o660);
   });
 
   it('check explains without creating anything', async () => {

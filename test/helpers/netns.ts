@@ -97,7 +97,8 @@ export interface DaemonHandle {
 }
 
 /** Writes `files` (path relative to the daemon dir → [content, mode]) and starts tapd in `ns`. */
-export async function startTapd(ns: Netns, config: string, files: Record<string, [string, number]> = {}): Promise<DaemonHandle> {
+export async function startTapd(ns: Netns, config: string, files: Record<string, [string, number]> = {},
+  opts: { configMode?: number; extraArgs?: string[] } = {}): Promise<DaemonHandle> {
   const dir = tempDir('daemon');
   for (const [rel, [content, mode]] of Object.entries(files)) {
     const p = path.join(dir, rel);
@@ -108,12 +109,13 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
   }
   const configPath = path.join(dir, 'tapd.conf');
   writeFileSync(configPath, config.replaceAll('@DIR@', dir), { mode: 0o644 });
+  chmodSync(configPath, opts.configMode ?? 0o644);
   const socket = path.join(dir, 'tapd.sock');
   const stateDir = path.join(dir, 'state');
   let out = '';
   let proc!: ChildProcess;
   const launch = async () => {
-    proc = ns.spawn('node', [path.join(DIST, 'cli/tapd.js'), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug']);
+    proc = ns.spawn('node', [path.join(DIST, 'cli/tapd.js'), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])]);
     proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     await until(() => out.includes('"event":"started"') || proc.exitCode !== null, 15_000);

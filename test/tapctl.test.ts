@@ -15,7 +15,7 @@ const FAKE = path.join(ROOT, 'test/fixtures/tapctl/fake-emulator.sh');
 const CONFIG = `
 network lan bridge br0
 network other bridge br1
-permit @nogroup on lan leases 4 queues 4 mac mtu
+permit @nogroup on lan leases 4 queues 4 mac mtu vhost
 permit root on any
 `;
 
@@ -268,12 +268,16 @@ describe('tapctl qemu', () => {
   it('under sudo: asks for SUDO_UID and runs the emulator as that user, groups included', async () => {
     const { out, env } = fakeEnv('exit');
     const before = daemon.events().length;
+    const leak = openSync(FAKE, 'r');
     const r = await tapctlDone(['qemu', '-b', 'lan', '--qemu', FAKE], {
       user: {}, env: { ...env, SUDO_UID: String(NOBODY), SUDO_GID: String(NOBODY), SUDO_USER: 'nobody' },
-    });
+      extraStdio: ['ignore', 'ignore', 'ignore', 'ignore', 'ignore', 'ignore', leak],
+    }).finally(() => closeSync(leak));
     expect(r.code, r.stderr).toBe(0);
     const rep = await report(out);
     expect(rep.id).toEqual({ uid: NOBODY, gid: NOBODY, groups: [NOBODY] });
+    expect([...rep.fds.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
+    expect(rep.taps.get(3)).toMatch(/^tap\d+$/);
     const started = daemon.events().slice(before).find((e) => e.event === 'lease_start');
     expect(started).toMatchObject({ uid: NOBODY, result: 'granted' });
     await noTapsLeft();
@@ -298,6 +302,21 @@ describe('tapctl qemu', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^tapctl: [^\n]+\n$/);
     expect(existsSync(out)).toBe(false);
+    await noTapsLeft();
+  });
+
+  it('--vhost: vhost=on when /dev/vhost-net is usable, else 125 before QEMU would abort', async () => {
+    const { out, env } = fakeEnv('exit');
+    const usable = ns.exec('test', ['-r', '/dev/vhost-net', '-a', '-w', '/dev/vhost-net'], nobody).status === 0;
+    const r = await tapctlDone(['qemu', '-b', 'lan', '--vhost', '--qemu', FAKE], { env });
+    if (usable) {
+      expect(r.code, r.stderr).toBe(0);
+      expect((await report(out)).argv[1]).toBe('tap,id=net0,fd=3,vhost=on');
+    } else {
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(/^tapctl: --vhost: \/dev\/vhost-net is missing or not read-write for you/);
+      expect(existsSync(out)).toBe(false);
+    }
     await noTapsLeft();
   });
 

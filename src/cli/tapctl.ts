@@ -10,6 +10,7 @@ import * as sys from '../sys/index.js';
 import { VERSION } from '../version.js';
 import { EXIT, EXIT_CODES_HELP, errorLine, exitCodeFor } from './exit-codes.js';
 import { formatLeases, formatStatus } from './format.js';
+import { closeOnExecAll } from './fd-hygiene.js';
 import { launch } from './launch.js';
 import { LaunchError } from './launch-error.js';
 import { getpwuid } from './passwd.js';
@@ -123,6 +124,10 @@ async function startWith(opened: Opened, file: string, args: string[], sudo: Sud
 }
 
 async function qemuCommand(userArgs: string[], o: QemuFlags, cmd: Command): Promise<number> {
+  if (o.model === 'help') {
+    process.stdout.write(`${knownModels().join('\n')}\n`);
+    return EXIT.OK;
+  }
   const sudo = sudoUser();
   if (o.userNet) {
     const tapOnly = (['network', 'mtu', 'queues', 'vhost', 'vnetHdr'] as const).filter((k) => o[k] !== undefined);
@@ -238,7 +243,7 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
     .option('--queues <n>', 'TAP queues for multiqueue virtio-net (the policy sets the most)')
     .option('--vhost', 'vhost-net acceleration (the policy must allow "vhost"; needs /dev/vhost-net)');
   if (what === 'qemu') {
-    cmd.option('--model <model>', `NIC model: virtio-net-pci (default), e1000, rtl8139, ne2k_pci, ... (${knownModels().length} known)`);
+    cmd.option('--model <model>', `NIC model: virtio-net-pci (default), e1000, rtl8139, ne2k_pci, ... (--model help lists them)`);
   }
   if (what !== 'check') {
     cmd
@@ -358,4 +363,7 @@ program.command('reload')
   .description('make tapd re-read its policy (root or a tapd admin)')
   .action(act((o: unknown, cmd: Command) => reloadCommand(o, cmd)));
 
+// First thing, while /proc/self is still readable: after sudo's setuid the process is not dumpable
+// and /proc/self/fd belongs to root. Fds opened later are Node's own, all close-on-exec.
+closeOnExecAll();
 await program.parseAsync();

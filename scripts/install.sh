@@ -268,6 +268,8 @@ chown -R 0:0 "$stage"
 find "$stage" -type d -exec chmod 0755 {} +
 find "$stage" -type f -perm /111 -exec chmod 0755 {} +
 find "$stage" -type f ! -perm /111 -exec chmod 0644 {} +
+# The build output is run through `node FILE` by the wrappers: never executable by itself.
+find "$stage/dist" -type f -exec chmod 0644 {} +
 
 # The runtime dependencies must load (a missing native binary shows up here,
 # not at the first client connection).

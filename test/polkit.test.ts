@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseStartTime, polkitAllows, POLKIT_ACTION_ADMIN, POLKIT_ACTION_OPEN } from '../src/daemon/polkit.js';
+import { client, Netns, startTapd, type DaemonHandle } from './helpers/netns.js';
 
 const ACTION_FILE = resolve(dirname(fileURLToPath(import.meta.url)), '../systemd/org.tapd.policy');
 const INSTALLED_ACTION = '/usr/share/polkit-1/actions/org.tapd.policy';
@@ -264,6 +265,23 @@ polkit.addRule(function(action, subject) {
     child?.kill('SIGKILL');
     await exited;
     expect(await polkitAllows(p, POLKIT_ACTION_OPEN)).toBe(false);
+  });
+
+  it('the daemon asks polkit for a rule marked polkit: allowed for nobody, denied for the other user', async () => {
+    const ns = Netns.create('pk');
+    let d: DaemonHandle | undefined;
+    try {
+      ns.run('ip', ['link', 'add', 'br0', 'type', 'bridge']);
+      d = await startTapd(ns, 'network lan bridge br0\npermit everyone on lan polkit\n');
+      const [yes] = client(ns, d.socket, [{ op: 'open', network: 'lan' }], { uid: nobody.uid, gid: nobody.gid });
+      expect(yes).toMatchObject({ ok: true, fds: 1 });
+      const [no] = client(ns, d.socket, [{ op: 'open', network: 'lan' }], { uid: tapdtest.uid, gid: tapdtest.gid });
+      expect(no).toMatchObject({ ok: false, code: 'denied' });
+      expect(String(no!.message)).toMatch(/polkit did not authorize org\.tapd\.open/);
+    } finally {
+      await d?.stop();
+      ns.destroy();
+    }
   });
 
   it('no for an unknown action', async () => {

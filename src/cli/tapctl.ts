@@ -267,6 +267,7 @@ const program = new Command('tapctl')
     outputError: (str, write) => {
       let line = str.replace(/^error: /, '').trimEnd();
       if (/unknown option|too many arguments/.test(line)) line += ' (put the emulator\'s or command\'s own arguments after --)';
+      if (/missing required argument 'command'/.test(line)) line += ': tapctl run [options] -- COMMAND [ARGS...]';
       write(`tapctl: ${line}\n`);
     },
   })

@@ -30,8 +30,7 @@ beforeAll(async () => {
   if (!isRoot) return;
   ensureGuest();
   lan = await startLan(`te${process.pid}`, { bridge: true });
-  // The sandbox made the namespace; Netns only needs its name to run things in it.
-  hostNs = Object.assign(Object.create(Netns.prototype) as Netns, { name: lan.hostNs });
+  hostNs = Netns.attach(lan.hostNs);
   daemon = await startTapd(hostNs, CONFIG);
 }, 600_000);
 

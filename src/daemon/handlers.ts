@@ -7,6 +7,7 @@
 //   status  anyone         version, uptime, counts
 //   reload  admins         re-read the policy (SIGHUP does the same)
 import { TapdError } from '../errors/tapd-error.js';
+import { DeniedError } from './denied-error.js';
 import type { OpenRequest, Request, LeaseInfo } from '../protocol/messages.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
@@ -69,7 +70,7 @@ interface Decided {
 async function decide(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Decided> {
   const subject = subjectFor(peer, req);
   const net = ctx.policy.resolve(req.network);
-  if (!net) throw new TapdError('denied', notFoundReason(req.network));
+  if (!net) throw new DeniedError(notFoundReason(req.network), `no network, bridge or uplink named ${JSON.stringify(req.network)}`);
   const mac = req.mac === undefined ? undefined : sys.Mac.parse(req.mac);
   if (mac && (mac.isMulticast || mac.isZero)) {
     throw new TapdError('invalid_mac', `MAC ${mac} is ${mac.isZero ? 'all zero' : 'multicast'}; use a unicast address such as 52:54:00:12:34:56`);
@@ -81,9 +82,9 @@ async function decide(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise
     network: net, wantsMac: mac !== undefined, wantsMtu: req.mtu !== undefined,
     queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
   });
-  if (!decision.allowed) throw new TapdError('denied', decision.reason);
+  if (!decision.allowed) throw new DeniedError(decision.reason, decision.logReason);
   if (decision.askPolkit && !(await ctx.polkitAllows(subject, 'org.tapd.open'))) {
-    throw new TapdError('denied', `${decision.reason}, but polkit did not authorize org.tapd.open`);
+    throw new DeniedError(`${decision.reason}, but polkit did not authorize org.tapd.open`);
   }
   return { subject, net, permit: decision, mac };
 }
@@ -134,41 +135,42 @@ function checkBridgeSafety(net: Network, req: OpenRequest, mac: sys.Mac): void {
 async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Reply> {
   const d = await decide(ctx, peer, req);
   const slot = reserve(ctx, d);
-  const mac = sys.Mac.parse(slot.mac);
   const audit = { event: 'lease_start', uid: d.subject.uid, pid: peer.pid, network: d.net.name, mac: slot.mac };
-  let made: ReturnType<typeof makeTap> | undefined;
+  let fds: number[] = [];
   try {
     await ensureNetwork(d.net, ctx.policy.limits.hookTimeoutMs, ctx.log);
+    const mac = sys.Mac.parse(slot.mac);
     checkBridgeSafety(d.net, req, mac);
-    made = makeTap({ net: d.net, mac, mtu: req.mtu ?? d.net.mtu, queues: req.queues, vnetHdr: req.vnetHdr });
+    const made = makeTap({ net: d.net, mac, mtu: req.mtu ?? d.net.mtu, queues: req.queues, vnetHdr: req.vnetHdr });
+    fds = made.tap.fds;
+    let lease = ctx.leases.activate(slot, {
+      pid: peer.pid, bridge: d.net.mode === 'hostonly' ? null : d.net.bridge ?? null, mtu: made.mtu,
+      queues: req.queues, vnetHdr: req.vnetHdr, ifname: made.tap.name.value, ifindex: made.ifindex,
+      started: new Date().toISOString(), upRan: false,
+    });
+    if (d.net.up) {
+      await runUpHook(ctx, d.net.up, lease);
+      lease = ctx.leases.update({ ...lease, upRan: true });
+    }
+    ctx.log.info({ ...audit, ifname: lease.ifname, lease: lease.id, result: 'granted', reason: d.permit.reason }, 'lease started');
+    return { ...ok({ lease: leaseInfo(lease) }), fds, sent: () => releaseFds(fds) };
   } catch (err) {
+    // Undo in one place: the slot if still pending, the device with its fds. A lease already
+    // activated then ends through the link watch (no down hook: the up hook never succeeded).
     ctx.leases.cancel(slot);
+    releaseFds(fds);
     ctx.log.warn({ ...audit, result: 'failed', reason: String((err as Error).message) }, 'open failed');
     throw err;
   }
-  const lease = ctx.leases.activate(slot, {
-    pid: peer.pid, bridge: d.net.mode === 'hostonly' ? null : d.net.bridge ?? null, mtu: made.mtu,
-    queues: req.queues, vnetHdr: req.vnetHdr, ifname: made.tap.name.value, ifindex: made.ifindex,
-    started: new Date().toISOString(), upRan: false,
-  });
-  if (d.net.up) {
-    try {
-      await runHook({ script: d.net.up, args: [lease.ifname], env: hookEnv(lease, 'up'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
-    } catch (err) {
-      // The device goes with its fds; the link watch then ends the lease (no down hook: up never succeeded).
-      releaseFds(made.tap.fds);
-      ctx.log.warn({ ...audit, ifname: lease.ifname, lease: lease.id, result: 'failed', reason: (err as Error).message }, 'up hook failed');
-      throw new TapdError('hook_failed', `the network's up hook failed, so ${lease.ifname} was removed; ask an admin to check the tapd log`);
-    }
-    ctx.leases.update({ ...lease, upRan: true });
+}
+
+async function runUpHook(ctx: DaemonContext, script: string, lease: Lease): Promise<void> {
+  try {
+    await runHook({ script, args: [lease.ifname], env: hookEnv(lease, 'up'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
+  } catch {
+    // What went wrong is in our log (the hook record); the peer gets what it can act on.
+    throw new TapdError('hook_failed', `the network's up hook failed, so ${lease.ifname} was removed; ask an admin to check the tapd log`);
   }
-  ctx.log.info({ ...audit, ifname: lease.ifname, lease: lease.id, result: 'granted', reason: d.permit.reason }, 'lease started');
-  const fds = made.tap.fds;
-  return {
-    ...ok({ lease: leaseInfo(lease) }),
-    fds,
-    sent: () => releaseFds(fds),
-  };
 }
 
 export function hookEnv(lease: Lease, event: 'up' | 'down'): Record<string, string> {

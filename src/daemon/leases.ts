@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import path from 'node:path';
+import { TapdError } from '../errors/tapd-error.js';
 
 export interface Lease {
   id: string;
@@ -55,7 +56,13 @@ export class LeaseTable {
     } catch {
       return [];
     }
-    const state = JSON.parse(text) as StateFile;
+    let state: StateFile;
+    try {
+      state = JSON.parse(text) as StateFile;
+    } catch {
+      // Writes are atomic, so this is damage from outside; refusing beats forgetting leases.
+      throw new TapdError('state_invalid', `${this.file} is not valid JSON; move it aside (its leases' down hooks will not run) and start again`);
+    }
     return state.version === 1 && Array.isArray(state.leases) ? state.leases : [];
   }
 
@@ -114,9 +121,10 @@ export class LeaseTable {
     this.leases.set(lease.id, lease);
   }
 
-  update(lease: Lease): void {
+  update(lease: Lease): Lease {
     this.leases.set(lease.id, lease);
     this.save();
+    return lease;
   }
 
   end(id: string): Lease | undefined {

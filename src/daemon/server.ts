@@ -6,6 +6,7 @@ import { FrameReader, MAX_REQUEST_BYTES, encodeFrame, parseJsonObject } from '..
 import { decodeRequest, errorReply, type Request } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
 import type { DaemonContext, Peer } from './context.js';
+import { DeniedError } from './denied-error.js';
 import { HANDLERS, type Reply } from './handlers.js';
 
 /** libuv's handle fd: sendmsg and getsockopt go through it directly (never while libuv has a write pending). */
@@ -128,7 +129,8 @@ class Connection {
       return await handler(ctx, this.peer, request);
     } catch (err) {
       if (err instanceof TapdError) {
-        ctx.log.info({ event: 'request_refused', op: request.op, uid: this.peer.uid, pid: this.peer.pid, result: err.code, reason: err.message }, 'request refused');
+        const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
+        ctx.log.info({ event: 'request_refused', op: request.op, uid: this.peer.uid, pid: this.peer.pid, result: err.code, reason }, 'request refused');
         return { body: errorReply(err.code, err.message) as unknown as Record<string, unknown> };
       }
       // Internals stay in our log; the peer learns only that something went wrong on our side.

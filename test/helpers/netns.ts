@@ -27,6 +27,11 @@ export class Netns {
     this.name = name;
   }
 
+  /** A namespace someone else made (and will delete), e.g. the sandbox LAN's host. */
+  static attach(name: string): Netns {
+    return new Netns(name);
+  }
+
   static create(prefix: string): Netns {
     const name = `tapdt-${prefix}-${randomBytes(3).toString('hex')}`.slice(0, 30);
     must('ip', ['netns', 'add', name]);

@@ -1,7 +1,7 @@
 // sudo support: `sudo tapctl qemu ...` asks tapd on behalf of SUDO_UID and runs the emulator as
 // that user (with that user's groups), never as root.
 import { LaunchError } from './launch-error.js';
-import { getpwuid } from './passwd.js';
+import { getpwuid } from '../common/accounts.js';
 
 export interface SudoUser {
   uid: number;

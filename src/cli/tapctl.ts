@@ -13,7 +13,7 @@ import { formatLeases, formatStatus } from './format.js';
 import { closeOnExecAll } from './fd-hygiene.js';
 import { launch } from './launch.js';
 import { LaunchError } from './launch-error.js';
-import { getpwuid } from './passwd.js';
+import { getpwuid } from '../common/accounts.js';
 import { becomeUser, sudoUser, type SudoUser } from './privileges.js';
 import {
   DEFAULT_MODEL, DEFAULT_NETWORK, assignChildFds, knownModels, openRequest, parseId, parseMac, parseModel,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tapd: the daemon. Runs in the foreground (systemd, or by hand for testing).
 import { Command, InvalidArgumentError } from 'commander';
-import { getgrnam } from './groups.js';
+import { getgrnam } from '../common/accounts.js';
 import { startDaemon } from '../daemon/main.js';
 import { checkConfig, PolicyError } from '../daemon/policy/index.js';
 import { formatProblem } from '../daemon/policy/problem.js';
@@ -10,6 +10,15 @@ import { VERSION } from '../version.js';
 function octalMode(value: string): number {
   if (!/^0?[0-7]{3}$/.test(value)) throw new InvalidArgumentError('expected an octal mode such as 0660');
   return parseInt(value, 8);
+}
+
+function socketGid(name: string): number {
+  const gid = getgrnam(name);
+  if (gid === undefined) {
+    process.stderr.write(`tapd: no group named ${name} (--socket-group)\n`);
+    process.exit(1);
+  }
+  return gid;
 }
 
 const program = new Command('tapd')
@@ -49,7 +58,7 @@ try {
     stateDir: opts.stateDir,
     logLevel: opts.logLevel,
     socketMode: opts.socketMode,
-    socketGid: opts.socketGroup === undefined ? undefined : getgrnam(opts.socketGroup),
+    socketGid: opts.socketGroup === undefined ? undefined : socketGid(opts.socketGroup),
   });
   const stop = (signal: string) => {
     daemon.log.info({ event: 'signal', signal }, 'stopping');

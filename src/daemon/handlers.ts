@@ -11,7 +11,7 @@ import { DeniedError } from './denied-error.js';
 import type { OpenRequest, Request, LeaseInfo } from '../protocol/messages.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
-import { lookupAccount } from './accounts.js';
+import { getpwuid, groupsOf } from '../common/accounts.js';
 import type { DaemonContext, Peer } from './context.js';
 import { runHook } from './hooks.js';
 import type { Lease, Reservation } from './leases.js';
@@ -54,9 +54,10 @@ function leaseInfo(l: Lease): LeaseInfo {
 function subjectFor(peer: Peer, req: OpenRequest): Peer {
   if (req.asUid === undefined || req.asUid === peer.uid) return peer;
   if (peer.uid !== 0) throw new TapdError('forbidden', 'only root may open on behalf of another user (as_uid)');
-  const account = lookupAccount(req.asUid);
+  const account = getpwuid(req.asUid);
   if (!account) throw new TapdError('bad_request', `field "as_uid": no user with uid ${req.asUid}`);
-  return { uid: account.uid, gid: account.gid, groups: account.groups, pid: peer.pid };
+  // No kernel credentials for someone who did not connect: their groups are initgroups'.
+  return { uid: account.uid, gid: account.gid, groups: groupsOf(account), pid: peer.pid };
 }
 
 interface Decided {

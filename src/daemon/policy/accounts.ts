@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parseGroup, parsePasswd } from '../../common/accounts.js';
 
 /**
  * User and group names, read from the passwd and group files (never through a shell or NSS
@@ -11,23 +12,6 @@ export interface AccountFiles {
 
 export type Lookup = { id: number } | { id?: undefined; error: string };
 
-/** name -> id from a colon-separated file whose field 3 is the id; the first entry of a name wins (as getpwnam). */
-function parseIdFile(text: string): Map<string, number> {
-  const ids = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    // Skip comments, NIS compat lines (+name, -name) and anything malformed.
-    if (line === '' || line.startsWith('#') || line.startsWith('+') || line.startsWith('-')) continue;
-    const fields = line.split(':');
-    const name = fields[0];
-    const id = fields[2];
-    if (name === undefined || name === '' || id === undefined || !/^[0-9]{1,10}$/.test(id)) continue;
-    const n = Number(id);
-    if (n > 0xfffffffe || ids.has(name)) continue;
-    ids.set(name, n);
-  }
-  return ids;
-}
-
 export class Accounts {
   private users: Map<string, number> | string | undefined;
   private groups: Map<string, number> | string | undefined;
@@ -35,19 +19,22 @@ export class Accounts {
   constructor(private readonly files: AccountFiles) {}
 
   user(name: string): Lookup {
-    this.users ??= load(this.files.passwdFile);
+    this.users ??= load(this.files.passwdFile, (t) => parsePasswd(t).map((u) => ({ name: u.name, id: u.uid })));
     return lookup(this.users, name, 'user', this.files.passwdFile);
   }
 
   group(name: string): Lookup {
-    this.groups ??= load(this.files.groupFile);
+    this.groups ??= load(this.files.groupFile, (t) => parseGroup(t).map((g) => ({ name: g.name, id: g.gid })));
     return lookup(this.groups, name, 'group', this.files.groupFile);
   }
 }
 
-function load(file: string): Map<string, number> | string {
+/** name -> id; the first entry of a name wins, as getpwnam(3) and getgrnam(3). */
+function load(file: string, parse: (text: string) => Array<{ name: string; id: number }>): Map<string, number> | string {
   try {
-    return parseIdFile(readFileSync(file, 'utf8'));
+    const ids = new Map<string, number>();
+    for (const e of parse(readFileSync(file, 'utf8'))) if (!ids.has(e.name)) ids.set(e.name, e.id);
+    return ids;
   } catch (e) {
     return `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
   }

@@ -8,7 +8,6 @@ import type { Policy } from './types.js';
 export { PolicyError } from './policy-error.js';
 export { notFoundReason, DEFAULT_DENY_REASON } from './policy.js';
 export { DEFAULT_LIMITS } from './parser.js';
-export { isValidIfName } from './ifname-rule.js';
 export type { Problem } from './problem.js';
 export type * from './types.js';
 

@@ -4,7 +4,10 @@ import { realpathSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { Accounts, type AccountFiles } from './accounts.js';
 import { ConfigFiles, tokenize, type Line, type Token } from './files.js';
-import { isValidIfName } from './ifname-rule.js';
+import { ifNameProblem } from '../../sys/ifname.js';
+
+/** The kernel layer's one interface-name rule: what the config accepts is what reaches the ioctl. */
+const isValidIfName = (s: string): boolean => ifNameProblem(s) === undefined;
 import type { Problem, Site } from './problem.js';
 import type { DaemonLimits, Network, SourceRef } from './types.js';
 

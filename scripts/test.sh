@@ -8,8 +8,9 @@ ensure_deps
 
 echo "== build"
 npm run --silent build
-echo "== lint"
+echo "== lint and type-check the tests"
 npx eslint src test
+npx tsc -p tsconfig.test.json
 echo "== tests"
 status=0
 npx vitest run "$@" || status=$?

@@ -114,7 +114,7 @@ describe('tapd daemon', () => {
     expect(seen).toContain('52:54:00:ab:cd:ef > ff:ff:ff:ff:ff:ff');
     expect(seen).toContain('tapd-frame-d1');
     // The client exited: the device went with its fd and the lease ended, down hook once.
-    const lease = (open.body as { lease: { id: string; ifname: string } }).lease;
+    const lease = (open!.body as { lease: { id: string; ifname: string } }).lease;
     await d.waitFor('lease_end', { lease: lease.id });
     await until(() => hookLog().includes(`down ${lease.ifname} ${lease.id}`), 5000);
     expect(hookLog().split('\n').filter((l) => l === `up ${lease.ifname} ${lease.id}`)).toHaveLength(1);

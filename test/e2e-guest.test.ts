@@ -3,11 +3,11 @@
 // on its br0 (the uplink to the LAN enslaved). Each boot must get a DHCP lease from the LAN's
 // dnsmasq and fetch the LAN's page; --user-net must forward a host port into the guest.
 // Needs root and a build (npx tsc -p tsconfig.json). TCG: a few seconds per boot, run one by one.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGuest, guestArgs, parseSerial, type SerialResult } from './helpers/guest.js';
+import { ensureGuest, guestArgs, runGuest, type GuestRun, type RunGuestOptions } from './helpers/guest.js';
 import { LAN_INDEX_FIRST_LINE, LAN_ROUTER, startLan, type Lan } from './helpers/lan.js';
 import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from './helpers/netns.js';
 
@@ -48,52 +48,16 @@ function guestArgsNoDevice(extraCmdline?: string): string[] {
   return args;
 }
 
-interface Boot {
-  serial: string;
-  result: SerialResult;
-  at: Record<string, number>;
-  code: number | null;
-  signal: NodeJS.Signals | null;
+interface Boot extends GuestRun {
   /** MACs tapctl -v reported for its leases. */
   leaseMacs: string[];
 }
 
-/**
- * Runs argv (ip netns exec + setpriv + tapctl/QEMU: every step execs, so the pid is the last one)
- * and collects the serial console; `onLine` may act on a line, with the pid at hand.
- */
-function boot(argv: string[], opts: { env?: Record<string, string>; timeoutMs?: number; onLine?: (line: string, pid: number) => void } = {}): Promise<Boot> {
-  const t0 = performance.now();
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
-  let serial = '';
-  let partial = '';
-  const at: Record<string, number> = {};
-  const onData = (d: Buffer) => {
-    serial += d.toString();
-    partial += d.toString();
-    let nl: number;
-    while ((nl = partial.indexOf('\n')) >= 0) {
-      const line = partial.slice(0, nl).replace(/\r+$/, '');
-      partial = partial.slice(nl + 1);
-      const i = line.indexOf('TAPD-GUEST ');
-      if (i >= 0) {
-        const kind = line.slice(i + 11).split(' ')[0]!;
-        at[kind] ??= Math.round(performance.now() - t0);
-      }
-      opts.onLine?.(line, proc.pid!);
-    }
-  };
-  proc.stdout.on('data', onData);
-  proc.stderr.on('data', onData);
-  const timer = setTimeout(() => proc.kill('SIGKILL'), opts.timeoutMs ?? 150_000);
-  return new Promise((resolve, reject) => {
-    proc.on('error', reject);
-    proc.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const leaseMacs = [...serial.matchAll(/^tapctl: \S+: \S+ on .*, MAC (\S+),/gm)].map((m) => m[1]!);
-      resolve({ serial, result: parseSerial(serial), at, code, signal, leaseMacs });
-    });
-  });
+/** runGuest, plus the MACs tapctl -v reported (its stderr is part of the collected output). */
+async function boot(argv: string[], opts: RunGuestOptions = {}): Promise<Boot> {
+  const run = await runGuest(argv, { timeoutMs: 150_000, ...opts });
+  const leaseMacs = [...run.serial.matchAll(/^tapctl: \S+: \S+ on .*, MAC (\S+),/gm)].map((m) => m[1]!);
+  return { ...run, leaseMacs };
 }
 
 function asNobody(argv: string[]): string[] {
@@ -121,7 +85,7 @@ function expectOnline(b: Boot, name: string, mac?: string): void {
   expect(b.result.lease?.router, w).toBe(LAN_ROUTER);
   expect(b.result.fetch, w).toEqual({ ok: true, line: LAN_INDEX_FIRST_LINE });
   expect(b.result.done, w).toBe(true);
-  expect(b.code, w).toBe(0);
+  expect(b.exitCode, w).toBe(0);
   if (mac) {
     expect(b.result.nic?.mac, w).toBe(mac);
     expect(lan!.leases(), w).toContain(`${mac} ${b.result.lease!.ip}`);
@@ -194,7 +158,7 @@ describe.skipIf(!isRoot)('guests on the sandbox LAN through tapd', { timeout: 20
     // QEMU handles TERM itself: it says so and exits 0 (before tapd.hold runs out); tapctl passes that on.
     expect(b.serial).toMatch(/terminating on signal 15 from pid \d+/);
     expect(b.result.done, why(b)).toBe(false);
-    expect(b.code, why(b)).toBe(0);
+    expect(b.exitCode, why(b)).toBe(0);
     timings.push(`tapctl qemu --user-net: NIC ${b.at.NIC}, LEASE ${b.at.LEASE} (slirp), SERVING ${b.at.SERVING}`);
   });
 });

@@ -92,7 +92,8 @@ describe('kernel layer in a namespace', () => {
 
   it('creates TAPs from a template, by name, with vnet_hdr and 4 queues; EBUSY on an existing name; gone on last close', async () => {
     const s = new Scenario(ns, 'create-taps');
-    const r = (await s.next()) as Record<string, { name: string; fds: number; tun: Array<{ name: string; flags: number }>; cloexec: number[] }> & { busy: { errno: string; message: string } };
+    interface Made { name: string; fds: number; tun: Array<{ name: string; flags: number }>; cloexec: number[] }
+    const r = (await s.next()) as unknown as { template: Made; explicit: Made; mq: Made; busy: { errno: string; message: string } };
     expect(r.template.name).toMatch(/^tap\d+$/);
     expect(r.explicit.name).toBe('tapexplicit0');
     expect(r.mq.fds).toBe(4);

@@ -220,8 +220,8 @@ export interface GuestRun {
 export interface RunGuestOptions {
   /** Kill the process group after this long (default 120 s). */
   timeoutMs?: number;
-  /** Called with each serial line (\r stripped) as it arrives. */
-  onLine?: (line: string) => void;
+  /** Called with each serial line (\r stripped) as it arrives, and the spawned process's pid. */
+  onLine?: (line: string, pid: number) => void;
   /** Extra environment for the command. */
   env?: NodeJS.ProcessEnv;
 }
@@ -255,7 +255,7 @@ export function runGuest(argv: string[], opts: RunGuestOptions = {}): Promise<Gu
         const kind = line.slice(i + 11).split(' ')[0];
         if (kind && at[kind] === undefined) at[kind] = Math.round(performance.now() - t0);
       }
-      opts.onLine?.(line);
+      opts.onLine?.(line, child.pid!);
     }
   };
   child.stdout.on('data', onData);

@@ -15,8 +15,8 @@ export function frame(body: string | Buffer): Buffer {
   return Buffer.concat([h, b]);
 }
 
-/** Connects, writes `chunks` (with `gapMs` between), collects replies until close or `waitMs`. */
-export function raw(socket: string, chunks: Buffer[], opts: { gapMs?: number; waitMs?: number; endAfter?: boolean } = {}): Promise<RawResult> {
+/** Connects, writes `chunks` (with `gapMs` between), collects replies until close, `waitMs`, or `replies` of them. */
+export function raw(socket: string, chunks: Buffer[], opts: { gapMs?: number; waitMs?: number; endAfter?: boolean; replies?: number } = {}): Promise<RawResult> {
   return new Promise((resolve) => {
     const s = net.connect(socket);
     let buf = Buffer.alloc(0);
@@ -35,6 +35,7 @@ export function raw(socket: string, chunks: Buffer[], opts: { gapMs?: number; wa
         replies.push(JSON.parse(buf.subarray(4, 4 + len).toString()) as Record<string, unknown>);
         buf = buf.subarray(4 + len);
       }
+      if (opts.replies !== undefined && replies.length >= opts.replies) finish();
     });
     s.on('close', () => {
       closed = true;

@@ -1,8 +1,9 @@
 // The lease table: every TAP handed out, who owns it, and the quota it holds.
 // Quotas are counted from this table (reservations included), so a slot is free exactly when
-// its entry is gone; the table is written to the state dir after every change.
+// its entry is gone. Every change is appended to a journal in the state dir before the daemon
+// acts on it, so a crash loses nothing that a restart needs to reconcile.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TapdError } from '../errors/tapd-error.js';
 
@@ -33,10 +34,12 @@ export interface Reservation {
   mac: string;
 }
 
-interface StateFile {
-  version: 1;
-  leases: Lease[];
-}
+/** One journal line. */
+type Entry = { start: Lease } | { end: string };
+
+/** Rewrite the journal once it holds this many lines per live lease (plus a constant). */
+const COMPACT_FACTOR = 4;
+const COMPACT_SLACK = 64;
 
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
@@ -45,8 +48,10 @@ export class LeaseTable {
 
   constructor(stateDir: string) {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    this.file = path.join(stateDir, 'leases.json');
+    this.file = path.join(stateDir, 'leases.journal');
   }
+
+  private journalLines = 0;
 
   /** Leases recorded by an earlier run of the daemon (the caller reconciles them). */
   loadRecorded(): Lease[] {
@@ -56,28 +61,41 @@ export class LeaseTable {
     } catch {
       return [];
     }
-    let state: StateFile;
-    try {
-      state = JSON.parse(text) as StateFile;
-    } catch {
-      // Writes are atomic, so this is damage from outside; refusing beats forgetting leases.
-      throw new TapdError('state_invalid', `${this.file} is not valid JSON; move it aside (its leases' down hooks will not run) and start again`);
-    }
-    return state.version === 1 && Array.isArray(state.leases) ? state.leases : [];
+    const recorded = new Map<string, Lease>();
+    const lines = text.split('\n');
+    lines.forEach((line, i) => {
+      if (line === '') return;
+      let entry: Entry;
+      try {
+        entry = JSON.parse(line) as Entry;
+      } catch {
+        // Only the last line can be cut short (by a crash mid-append); anything else is damage.
+        if (i === lines.length - 1) return;
+        throw new TapdError('state_invalid', `${this.file}:${i + 1} is not valid JSON; move the file aside (its leases' down hooks will not run) and start again`);
+      }
+      if ('start' in entry) recorded.set(entry.start.id, entry.start);
+      else recorded.delete(entry.end);
+    });
+    return [...recorded.values()];
   }
 
-  /** Write atomically: a crash leaves the old file or the new one, never half of one. */
-  private save(): void {
+  /**
+   * Append one change: O(1), so a thousand leases cost no more per open than one. No fsync: the
+   * journal has to survive a crash of the daemon (the page cache does), not of the machine (a
+   * reboot ends every TAP, and the state dir is in /run).
+   */
+  private record(entry: Entry): void {
+    appendFileSync(this.file, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
+    if (++this.journalLines > COMPACT_FACTOR * this.leases.size + COMPACT_SLACK) this.persist();
+  }
+
+  /** Rewrite the journal as just the live leases, atomically (a crash leaves the old or the new). */
+  persist(): void {
     const tmp = `${this.file}.tmp`;
-    const state: StateFile = { version: 1, leases: [...this.leases.values()] };
-    writeFileSync(tmp, JSON.stringify(state), { mode: 0o600 });
-    const fd = openSync(tmp, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    const lines = [...this.leases.values()].map((lease) => `${JSON.stringify({ start: lease })}\n`).join('');
+    writeFileSync(tmp, lines, { mode: 0o600 });
     renameSync(tmp, this.file);
+    this.journalLines = this.leases.size;
   }
 
   countFor(uid: number, network?: string): number {
@@ -112,7 +130,7 @@ export class LeaseTable {
     this.pending.delete(r.id);
     const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ...lease };
     this.leases.set(full.id, full);
-    this.save();
+    this.record({ start: full });
     return full;
   }
 
@@ -123,7 +141,7 @@ export class LeaseTable {
 
   update(lease: Lease): Lease {
     this.leases.set(lease.id, lease);
-    this.save();
+    this.record({ start: lease });
     return lease;
   }
 
@@ -131,7 +149,7 @@ export class LeaseTable {
     const lease = this.leases.get(id);
     if (lease) {
       this.leases.delete(id);
-      this.save();
+      this.record({ end: id });
     }
     return lease;
   }
@@ -143,9 +161,5 @@ export class LeaseTable {
 
   all(): Lease[] {
     return [...this.leases.values()];
-  }
-
-  persist(): void {
-    this.save();
   }
 }

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { C, LAYOUT } from './constants.js';
 import type { IfName } from './ifname.js';
-import { addressOf, sysClose, sysIoctl, sysSocket, type Ctx } from './libc.js';
+import { addressOf, sysIoctl, sysSocket, type Ctx } from './libc.js';
 import { Mac } from './mac.js';
 
 const UNION = LAYOUT['ifreq.ifr_flags'];
@@ -21,17 +21,16 @@ export function ifreqName(buf: Buffer): string {
   return raw.subarray(0, end < 0 ? raw.length : end).toString('utf8');
 }
 
+let controlFd = -1;
+
 /**
- * Runs `fn` with a fresh control socket (AF_INET, CLOEXEC). Device ioctls need some socket;
- * one per operation keeps no long-lived fd in the daemon and costs a few microseconds.
+ * Runs `fn` with the process's control socket (AF_INET datagram, CLOEXEC): device ioctls need
+ * some socket. One is opened on first use and kept; it belongs to the network namespace the
+ * process was in then, which for tapd never changes.
  */
 export function withControlSocket<T>(fn: (fd: number) => T): T {
-  const fd = sysSocket(C.AF_INET, C.SOCK_DGRAM | C.SOCK_CLOEXEC, 0, { action: 'open control socket' });
-  try {
-    return fn(fd);
-  } finally {
-    sysClose(fd);
-  }
+  if (controlFd < 0) controlFd = sysSocket(C.AF_INET, C.SOCK_DGRAM | C.SOCK_CLOEXEC, 0, { action: 'open control socket' });
+  return fn(controlFd);
 }
 
 function ioctlOn(name: IfName, request: number, fill: (buf: Buffer) => void, ctx: Ctx): Buffer {

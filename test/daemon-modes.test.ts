@@ -1,5 +1,5 @@
 // tapd's other modes and controls: uplink NICs, socket activation, limits, reload, sudo.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -187,6 +187,24 @@ describe('controls', () => {
     // no supplementary groups: not permitted.
     const [viaPasswd] = client(ns, d.socket, [{ op: 'check', network: 'lan' }], { uid: NOBODY, gid: 4242 });
     expect(viaPasswd).toMatchObject({ body: { allowed: false } });
+  });
+
+  it('tapd --check-config: silent and 0 when fine, every problem as file:line:column and 1 when not', () => {
+    const dir = tempDir('check');
+    try {
+      const good = path.join(dir, 'good.conf');
+      const bad = path.join(dir, 'bad.conf');
+      writeFileSync(good, 'network lan bridge br0\npermit root on lan\n', { mode: 0o644 });
+      writeFileSync(bad, 'network lan bridge br0\npermit nosuchuser on lan\nfrobnicate\n', { mode: 0o644 });
+      const ok = spawnSync('node', [path.join(DIST, 'cli/tapd.js'), '--check-config', '--config', good], { encoding: 'utf8' });
+      expect([ok.status, ok.stdout, ok.stderr]).toEqual([0, '', '']);
+      const no = spawnSync('node', [path.join(DIST, 'cli/tapd.js'), '--check-config', '--config', bad], { encoding: 'utf8' });
+      expect(no.status).toBe(1);
+      expect(no.stderr).toContain(`${bad}:2:8: unknown user "nosuchuser"`);
+      expect(no.stderr).toMatch(new RegExp(`${bad}:3:1: .*frobnicate`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to start with a config file others can write, naming the file', async () => {

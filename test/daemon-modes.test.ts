@@ -154,12 +154,15 @@ describe('controls', () => {
       process.stdin.once('data', () => process.exit(0));`;
     const holder = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', '65534', '--clear-groups', '--',
       'node', '--input-type=module', '-e', script, d.socket], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const names = JSON.parse(await new Promise<string>((r) => holder.stdout!.once('data', (x: Buffer) => r(x.toString())))) as string[];
-    const info = (n: string) => (ns.link(n)!.linkinfo as { info_slave_data?: { isolated?: boolean } }).info_slave_data?.isolated;
-    expect(info(names[0]!)).toBe(true);
-    expect(info(names[1]!)).toBe(false);
-    holder.stdin!.end('\n');
-    await new Promise((r) => holder.once('exit', r));
+    try {
+      const names = JSON.parse(await new Promise<string>((r) => holder.stdout!.once('data', (x: Buffer) => r(x.toString())))) as string[];
+      const info = (n: string) => (ns.link(n)!.linkinfo as { info_slave_data?: { isolated?: boolean } }).info_slave_data?.isolated;
+      expect(info(names[0]!)).toBe(true);
+      expect(info(names[1]!)).toBe(false);
+    } finally {
+      holder.stdin!.end('\n');
+      if (holder.exitCode === null) await new Promise((r) => holder.once('exit', r));
+    }
     ns.exec('ip', ['link', 'del', 'bropen0']);
   });
 
@@ -225,58 +228,61 @@ describe('controls', () => {
     expect(ns.links().filter((l) => l.linkinfo?.info_kind === 'tun')).toEqual([]);
   });
 
+  /**
+   * tapd under `systemd-socket-activate` in the namespace, in a fresh dir with `config`. The
+   * socket is made 0666 (systemd-socket-activate makes it 0644; the socket unit gives its group
+   * access). `stop()` ends whatever runs (the activator, or tapd it exec'd) and removes the dir.
+   */
+  async function activated(config: string) {
+    const dir = tempDir('activate');
+    const conf = path.join(dir, 'tapd.conf');
+    writeFileSync(conf, config, { mode: 0o644 });
+    const sock = path.join(dir, 'tapd.sock');
+    const proc = spawn('ip', ['netns', 'exec', ns.name, 'systemd-socket-activate', '-l', sock,
+      'node', path.join(DIST, 'cli/tapd.js'), '--config', conf, '--state-dir', `${dir}/state`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout!.on('data', (x: Buffer) => (out += x.toString()));
+    proc.stderr!.on('data', (x: Buffer) => (out += x.toString()));
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    await until(() => out.includes('Listening on'), 10_000);
+    chmodSync(sock, 0o666);
+    return {
+      sock, proc, exited, out: () => out,
+      async stop() {
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+        await exited;
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
   it('exits when idle under socket activation (no lease, no connection), not while a lease lives', async () => {
-    const dir = tempDir('idle');
+    const a = await activated('network lan bridge br0\npermit @nogroup on lan\nlimits idle-exit 1s\n');
     try {
-      const conf = path.join(dir, 'tapd.conf');
-      writeFileSync(conf, 'network lan bridge br0\npermit @nogroup on lan\nlimits idle-exit 1s\n', { mode: 0o644 });
-      const sock = path.join(dir, 'tapd.sock');
-      const act = spawn('ip', ['netns', 'exec', ns.name, 'systemd-socket-activate', '-l', sock,
-        'node', path.join(DIST, 'cli/tapd.js'), '--config', conf, '--state-dir', `${dir}/state`], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      act.stdout!.on('data', (x: Buffer) => (out += x.toString()));
-      act.stderr!.on('data', (x: Buffer) => (out += x.toString()));
-      await until(() => out.includes('Listening on'), 10_000);
-      chmodSync(sock, 0o666);
       // A lease held for 2.5 s keeps it alive past the idle time; then it goes.
       const holder = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', '65534', '--clear-groups', '--',
-        'node', path.join(ROOT, 'test/fixtures/client.mjs'), sock, JSON.stringify([{ op: 'open', network: 'lan' }, { hold: 2500 }])], { stdio: 'ignore' });
+        'node', path.join(ROOT, 'test/fixtures/client.mjs'), a.sock, JSON.stringify([{ op: 'open', network: 'lan' }, { hold: 2500 }])], { stdio: 'ignore' });
       const started = Date.now();
-      const exited = new Promise<number | null>((r) => act.once('exit', (code) => r(code)));
       await new Promise((r) => holder.once('exit', r));
-      expect(act.exitCode).toBeNull(); // a lease was live: no idle exit
-      expect(await exited).toBe(0);
+      expect(a.proc.exitCode).toBeNull(); // a lease was live: no idle exit
+      expect(await a.exited).toBe(0);
       expect(Date.now() - started).toBeGreaterThan(2500);
-      expect(out).toContain('"event":"idle_exit"');
+      expect(a.out()).toContain('"event":"idle_exit"');
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      await a.stop();
     }
   });
 
   it('starts on the first connection through systemd socket activation, for real', async () => {
-    const dir = tempDir('activate');
+    const a = await activated('network lan bridge br0\npermit @nogroup on lan\n');
     try {
-      const conf = path.join(dir, 'tapd.conf');
-      writeFileSync(conf, 'network lan bridge br0\npermit @nogroup on lan\n', { mode: 0o644 });
-      const sock = path.join(dir, 'tapd.sock');
-      // umask 0: the test socket is world-connectable, as the socket unit's group would make it.
-      const act = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c',
-        `umask 0; exec systemd-socket-activate -l ${sock} node ${path.join(DIST, 'cli/tapd.js')} --config ${conf} --state-dir ${dir}/state`], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      act.stdout!.on('data', (x: Buffer) => (out += x.toString()));
-      act.stderr!.on('data', (x: Buffer) => (out += x.toString()));
-      await until(() => out.includes('Listening on'), 10_000);
-      // systemd-socket-activate makes it 0644; the socket unit would give its group access.
-      chmodSync(sock, 0o666);
-      expect(out).not.toContain('tapd ready'); // not started before the first connection
-      const [r] = client(ns, sock, [{ op: 'open', network: 'lan' }], me);
+      expect(a.out()).not.toContain('tapd ready'); // not started before the first connection
+      const [r] = client(ns, a.sock, [{ op: 'open', network: 'lan' }], me);
       expect(r).toMatchObject({ ok: true, fds: 1 });
-      await until(() => out.includes('"socket":"systemd"'), 5000);
-      expect(out).toContain('"socket":"systemd"');
-      act.kill('SIGTERM');
-      await new Promise((res) => (act.exitCode !== null ? res(null) : act.once('exit', res)));
+      await until(() => a.out().includes('"socket":"systemd"'), 5000);
+      expect(a.out()).toContain('"socket":"systemd"');
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      await a.stop();
     }
   });
 });

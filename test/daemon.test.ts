@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from './helpers/netns.js';
 import { frame, raw, req } from './helpers/raw.js';
 
@@ -47,6 +47,8 @@ function hookFiles(dir: string): Record<string, [string, number]> {
   };
 }
 
+const holders = new Set<ChildProcess>();
+
 /** A client process that opens and then holds its TAP until told to exit (or killed). */
 class Holder {
   readonly proc: ChildProcess;
@@ -55,6 +57,8 @@ class Holder {
   constructor(ns: Netns, socket: string, request: Record<string, unknown>) {
     this.proc = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOGROUP), '--clear-groups', '--',
       'node', path.join(ROOT, 'test/fixtures/client.mjs'), socket, JSON.stringify([{ op: 'open', ...request }, { wait: true }])], { stdio: ['pipe', 'pipe', 'inherit'] });
+    holders.add(this.proc);
+    this.proc.once('exit', () => holders.delete(this.proc));
     this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
   }
 
@@ -96,6 +100,14 @@ describe('tapd daemon', () => {
     host.run('ip', ['link', 'set', 'br0', 'up']);
     lan.run('ip', ['link', 'set', 'lan0', 'up']);
     d = await startTapd(host, CONFIG, hookFiles('@DIR@'));
+  });
+
+  // A failed test can leave its holder waiting: end it here.
+  afterEach(async () => {
+    for (const p of holders) {
+      p.kill('SIGKILL');
+      await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)));
+    }
   });
 
   afterAll(async () => {

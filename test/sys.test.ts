@@ -2,12 +2,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { IfName, ifNameProblem } from '../src/sys/ifname.js';
 import { Mac } from '../src/sys/mac.js';
 import { captureOne, NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
 
 const SCENARIOS = path.join(ROOT, 'test/fixtures/sys-scenarios.mjs');
+
+const running = new Set<ChildProcess>();
 
 /** A scenario process: read its JSON lines as they come, poke it to go on. */
 class Scenario {
@@ -18,6 +20,8 @@ class Scenario {
 
   constructor(ns: Netns, name: string, args: string[] = []) {
     this.proc = spawn('ip', ['netns', 'exec', ns.name, 'node', SCENARIOS, name, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    running.add(this.proc);
+    this.proc.once('exit', () => running.delete(this.proc));
     this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
     this.proc.stderr!.on('data', (d: Buffer) => (this.err += d.toString()));
   }
@@ -80,6 +84,14 @@ describe('MAC addresses', () => {
 describe('kernel layer in a namespace', () => {
   let ns: Netns;
   let peer: Netns;
+
+  // A failed test can leave its scenario waiting for a go: end it here.
+  afterEach(async () => {
+    for (const p of running) {
+      p.kill('SIGKILL');
+      await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)));
+    }
+  });
 
   beforeAll(() => {
     ns = Netns.create('sys');

@@ -13,7 +13,11 @@ npx eslint src test
 npx tsc -p tsconfig.test.json
 echo "== tests"
 status=0
-npx vitest run "$@" || status=$?
+mkdir -p .cache
+npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/vitest.json "$@" || status=$?
+# One plain summary line for CI, from vitest's own JSON report.
+node -e 'const r = JSON.parse(require("fs").readFileSync(".cache/vitest.json", "utf8"));
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""))' || status=1
 echo "== leak check"
 scripts/check-leaks.sh || status=1
 exit $status

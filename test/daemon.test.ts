@@ -319,7 +319,7 @@ describe('tapd daemon', () => {
       ['a bridge not in the config', 'br1'],
       ['an existing device that is not a configured network', 'up0'],
     ])('%s: denied like any network the caller may not use', async (_n, network) => {
-      const r = await raw(d.socket, [req({ op: 'open', network })]);
+      const r = await raw(d.socket, [req({ op: 'open', network })], { replies: 1 });
       expect(r.replies[0]).toMatchObject({ ok: false, error: { code: 'denied' } });
       expect(taps()).toEqual([]);
     });

@@ -23,10 +23,8 @@ let daemon: DaemonHandle;
 
 beforeAll(async () => {
   ns = Netns.create('bhelper');
-  for (const [br, mac] of [['br0', '02:00:00:00:00:01'], ['br1', '02:00:00:00:00:02']] as const) {
-    ns.run('ip', ['link', 'add', br, 'address', mac, 'type', 'bridge']);
-    ns.run('ip', ['link', 'set', br, 'up']);
-  }
+  ns.addBridge('br0', '02:00:00:00:00:01');
+  ns.addBridge('br1', '02:00:00:00:00:02');
   daemon = await startTapd(ns, CONFIG);
 });
 

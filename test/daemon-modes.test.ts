@@ -1,6 +1,7 @@
 // tapd's other modes and controls: uplink NICs, socket activation, limits, reload, sudo.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, testFrame, until, type DaemonHandle } from './helpers/netns.js';
@@ -23,6 +24,9 @@ describe('uplink mode: a physical NIC the daemon bridges on first use', () => {
     host.run('ip', ['addr', 'add', '198.18.3.2/24', 'dev', 'nic0']);
     host.run('ip', ['link', 'set', 'nic0', 'up']);
     host.run('ip', ['route', 'add', 'default', 'via', '198.18.3.1']);
+    host.run('ip', ['link', 'add', 'nic1', 'type', 'veth', 'peer', 'name', 'nic1peer']);
+    host.run('ip', ['addr', 'add', '198.18.4.2/24', 'dev', 'nic1']);
+    host.run('ip', ['link', 'set', 'nic1', 'up']);
     lan.run('ip', ['addr', 'add', '198.18.3.1/24', 'dev', 'lan0']);
     lan.run('ip', ['link', 'set', 'lan0', 'up']);
     pong = spawn('ip', ['netns', 'exec', lan.name, 'node', '-e',
@@ -32,9 +36,15 @@ describe('uplink mode: a physical NIC the daemon bridges on first use', () => {
     d = await startTapd(host, `
 network wan uplink nic0 bridge brwan0 bridge-script @DIR@/tapd-bridge-up
 network typo uplink nic9 bridge brtypo0
+network broken uplink nic1 bridge brbroken0 bridge-script @DIR@/failing-bridge-up
 permit @nogroup on wan mac
 permit @nogroup on typo
-`, { 'tapd-bridge-up': [script, 0o755] });
+permit @nogroup on broken
+`, {
+      'tapd-bridge-up': [script, 0o755],
+      // Moves the address, then fails: what it did must not be undone by deleting the bridge.
+      'failing-bridge-up': ['#!/bin/sh\nip addr del 198.18.4.2/24 dev "$2"\nip addr add 198.18.4.2/24 dev "$1"\nexit 1\n', 0o755],
+    });
   });
 
   afterAll(async () => {
@@ -76,6 +86,16 @@ permit @nogroup on typo
     expect(r).toMatchObject({ ok: false, code: 'network_unavailable', message: 'network typo: uplink NIC nic9 does not exist' });
     expect(host.link('brtypo0')).toBeUndefined();
   });
+
+  it('a failing bridge script: clear error, and the bridge is left as the script left it', () => {
+    const [r] = client(host, d.socket, [{ op: 'open', network: 'broken' }], me);
+    expect(r).toMatchObject({ ok: false, code: 'network_unavailable' });
+    expect(String(r!.message)).toMatch(/the bridge script for brbroken0 failed; an admin must check/);
+    expect(host.link('nic1')!.master).toBe('brbroken0');
+    const addrs = JSON.parse(host.run('ip', ['-j', '-4', 'addr', 'show', 'dev', 'brbroken0'])) as Array<{ addr_info: Array<{ local: string }> }>;
+    expect(addrs[0]!.addr_info.map((a) => a.local)).toEqual(['198.18.4.2']);
+    expect(host.links().filter((l) => l.linkinfo?.info_kind === 'tun')).toEqual([]);
+  });
 });
 
 describe('controls', () => {
@@ -84,8 +104,7 @@ describe('controls', () => {
 
   beforeAll(() => {
     ns = Netns.create('ctl');
-    ns.run('ip', ['link', 'add', 'br0', 'type', 'bridge']);
-    ns.run('ip', ['link', 'set', 'br0', 'up']);
+    ns.addBridge('br0');
   });
   afterEach(async () => {
     await d?.stop();
@@ -212,6 +231,32 @@ describe('controls', () => {
 
   it('refuses to start with a config file others can write, naming the file', async () => {
     await expect(startTapd(ns, 'network lan bridge br0\npermit root on any\n', {}, { configMode: 0o666 })).rejects.toThrow(/tapd\.conf.*writable by group or others|group or others.*tapd\.conf/);
+  });
+
+  it('refuses to start beside a live daemon on the same socket, and takes over a dead one\'s', async () => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n');
+    const second = ns.exec('node', [path.join(DIST, 'cli/tapd.js'), '--config', d.config, '--socket', d.socket, '--state-dir', `${d.dir}/state2`]);
+    expect(second.status).toBe(1);
+    expect(second.stderr).toContain(`another tapd is already serving ${d.socket}`);
+    expect((await raw(d.socket, [req({ op: 'status' })], { replies: 1 })).replies[0]).toMatchObject({ ok: true });
+    await d.kill9(); // leaves its socket file behind
+    await d.restart();
+    expect((await raw(d.socket, [req({ op: 'status' })], { replies: 1 })).replies[0]).toMatchObject({ ok: true });
+  });
+
+  it('refuses a hook whose directory is a symlink into a directory others can write', async () => {
+    const open = mkdtempSync(path.join(os.tmpdir(), 'tapd-writable-'));
+    try {
+      chmodSync(open, 0o777);
+      writeFileSync(path.join(open, 'up'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      d = await startTapd(ns, 'network lan bridge br0 up @DIR@/hooks/up\npermit @nogroup on lan\n');
+      symlinkSync(open, path.join(d.dir, 'hooks'));
+      const [r] = client(ns, d.socket, [{ op: 'open', network: 'lan' }], me);
+      expect(r).toMatchObject({ ok: false, code: 'hook_failed' });
+      expect(String((await d.waitFor('hook_refused')).reason)).toContain(`directory ${open} of hook ${d.dir}/hooks/up is writable by group or others`);
+    } finally {
+      rmSync(open, { recursive: true, force: true });
+    }
   });
 
   it('binds its own socket with the configured mode from the start (umask before bind)', async () => {

@@ -179,20 +179,17 @@ describe('tapd daemon', () => {
   });
 
   it('holds quotas atomically: 10 concurrent opens at a quota of 2 grant exactly 2, and slots free when leases end', async () => {
-    const steps = Array.from({ length: 10 }, () => ({ op: 'open', network: 'lan', async: true }));
     // One process fires all 10 at once (async client: connect and recvmsg on threads).
     const script = `
       import * as c from '${DIST}/client/client.js';
       const rs = await Promise.allSettled(Array.from({length: 10}, () => c.openTap(process.argv[1], {network: 'lan'})));
       console.log(JSON.stringify(rs.map(r => r.status === 'fulfilled' ? 'ok' : r.reason.code)));
       await new Promise(r => setTimeout(r, 300));`;
-    void steps;
     const r = host.exec('node', ['--input-type=module', '-e', script, d.socket], me);
     const results = JSON.parse(r.stdout) as string[];
     expect(results.filter((x) => x === 'ok')).toHaveLength(2);
     expect(results.filter((x) => x === 'quota')).toHaveLength(8);
     await until(() => taps().length === 0, 5000);
-    await until(() => !d.log().includes('"leases":[') && true, 100);
     // Both slots are free again.
     const again = client(host, d.socket, [{ op: 'open', network: 'lan' }, { op: 'open', network: 'lan' }], me);
     expect(again.map((x) => x.ok)).toEqual([true, true]);

@@ -22,8 +22,7 @@ describe('tapd as the systemd unit runs it', () => {
   // NoNewPrivileges=. Clients are started inside the same mount namespace through nsenter.
   beforeAll(async () => {
     ns = Netns.create('svc');
-    ns.run('ip', ['link', 'add', 'br0', 'type', 'bridge']);
-    ns.run('ip', ['link', 'set', 'br0', 'up']);
+    ns.addBridge('br0');
     dir = tempDir('svc');
     writeFileSync(path.join(dir, 'tapd.conf'), `network lan bridge br0 up ${dir}/up\npermit @nogroup on lan\n`, { mode: 0o644 });
     // The up hook needs CAP_NET_ADMIN too: it inherits the daemon's ambient capability.

@@ -1,6 +1,6 @@
 // Admin-owned scripts run at lease start and end, in QEMU's convention: `script IFNAME`.
 import { spawn } from 'node:child_process';
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { TapdError } from '../errors/tapd-error.js';
 import type { Logger } from './log.js';
@@ -20,7 +20,8 @@ export function checkScriptTrusted(script: string): void {
   if (st.uid !== 0) throw new TapdError('hook_untrusted', `hook ${script} is not owned by root; chown root ${script}`);
   if (st.mode & 0o022) throw new TapdError('hook_untrusted', `hook ${script} is writable by group or others; chmod go-w ${script}`);
   if (!(st.mode & 0o111)) throw new TapdError('hook_untrusted', `hook ${script} is not executable; chmod +x ${script}`);
-  for (let dir = path.dirname(script); ; dir = path.dirname(dir)) {
+  // Walk the real directories: a symlinked directory is only as safe as where it leads.
+  for (let dir = realpathSync(path.dirname(script)); ; dir = path.dirname(dir)) {
     const d = statSync(dir);
     const sticky = (d.mode & 0o1000) !== 0;
     if (d.uid !== 0) throw new TapdError('hook_untrusted', `directory ${dir} of hook ${script} is not owned by root`);

@@ -42,17 +42,34 @@ function activationFd(): number | undefined {
   return 3;
 }
 
-function listenOn(server: net.Server, opts: DaemonOptions): Promise<'activated' | 'bound'> {
+/** Whether something accepts connections on this socket path. */
+function listening(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+/** Before touching any state: refuse to run beside a live daemon; remove a dead one's socket. */
+async function claimSocketPath(socketPath: string): Promise<void> {
+  mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+  const st = lstatSync(socketPath, { throwIfNoEntry: false });
+  if (!st?.isSocket()) return;
+  if (await listening(socketPath)) throw new Error(`another tapd is already serving ${socketPath}`);
+  unlinkSync(socketPath); // left by a daemon that did not exit cleanly
+}
+
+function listenOn(server: net.Server, opts: DaemonOptions, fd: number | undefined): Promise<'activated' | 'bound'> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    const fd = activationFd();
     if (fd !== undefined) {
       server.listen({ fd }, () => resolve('activated'));
       return;
     }
-    mkdirSync(path.dirname(opts.socketPath), { recursive: true, mode: 0o755 });
-    const st = lstatSync(opts.socketPath, { throwIfNoEntry: false });
-    if (st?.isSocket()) unlinkSync(opts.socketPath); // left by a daemon that did not exit cleanly
     // The socket is created with 0777 & ~umask: setting the umask first leaves no window in which
     // it exists with looser permissions than configured.
     const old = process.umask(~opts.socketMode & 0o777);
@@ -83,6 +100,8 @@ function closeInheritedOnExec(): void {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   closeInheritedOnExec();
+  const fd = activationFd();
+  if (fd === undefined) await claimSocketPath(opts.socketPath);
   const log = createLogger(opts.logLevel);
   const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
   let policy = load();
@@ -106,7 +125,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
   const lifecycle = new Lifecycle(() => ctx);
   lifecycle.start();
-  const how = await listenOn(server, opts);
+  const how = await listenOn(server, opts, fd);
   log.info({ event: 'started', version: VERSION, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
 
   const onHup = () => {

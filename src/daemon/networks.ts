@@ -56,22 +56,29 @@ async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<
       sys.setMac(bridge, randomLocalMac());
     }
     sys.setUp(bridge);
-    if (net.mode === 'uplink' && net.bridgeScript) {
-      await runHook({
-        script: net.bridgeScript,
-        args: [bridge.value, net.uplink!],
-        env: { TAPD_EVENT: 'bridge-up', TAPD_NETWORK: net.name, TAPD_BRIDGE: bridge.value, TAPD_UPLINK: net.uplink! },
-        timeoutMs: hookTimeoutMs,
-      }, log);
-    }
   } catch (err) {
-    // Leave the NIC as we found it: a half-made uplink bridge would cut the host off its LAN.
+    // Our own steps failed: take the bridge away again, which also frees the NIC as we found it.
     try {
       sys.deleteBridge(bridge);
     } catch (cleanupErr) {
       log.error({ event: 'bridge_cleanup_failed', bridge: bridge.value, reason: String(cleanupErr) }, 'could not remove bridge');
     }
     throw err;
+  }
+  if (nic && net.bridgeScript) {
+    try {
+      await runHook({
+        script: net.bridgeScript,
+        args: [bridge.value, nic.value],
+        env: { TAPD_EVENT: 'bridge-up', TAPD_NETWORK: net.name, TAPD_BRIDGE: bridge.value, TAPD_UPLINK: nic.value },
+        timeoutMs: hookTimeoutMs,
+      }, log);
+    } catch {
+      // The admin's script may have moved addresses and routes already; deleting the bridge now
+      // would take them with it. Leave both as the script left them for the admin to see.
+      throw new TapdError('network_unavailable',
+        `network ${net.name}: the bridge script for ${bridge} failed; an admin must check the tapd log and the host's addresses on ${bridge} and ${nic}`);
+    }
   }
 }
 

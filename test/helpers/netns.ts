@@ -40,6 +40,12 @@ export class Netns {
     return ns;
   }
 
+  /** An up bridge, with a fixed MAC when given (else it takes its lowest port's). */
+  addBridge(name: string, mac?: string): void {
+    this.run('ip', ['link', 'add', name, ...(mac ? ['address', mac] : []), 'type', 'bridge']);
+    this.run('ip', ['link', 'set', name, 'up']);
+  }
+
   /** Runs a command inside the namespace; throws on failure. */
   run(cmd: string, args: string[]): string {
     return must('ip', ['netns', 'exec', this.name, cmd, ...args]);
@@ -123,8 +129,11 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
     proc = ns.spawn('node', [path.join(DIST, 'cli/tapd.js'), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])]);
     proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    await until(() => out.includes('"event":"started"') || proc.exitCode !== null, 15_000);
-    if (!out.includes('"event":"started"')) throw new Error(`tapd did not start:\n${out}`);
+    // Only this launch's output counts (a restart follows an earlier "started").
+    const from = out.length;
+    const started = () => out.slice(from).includes('"event":"started"');
+    await until(() => started() || proc.exitCode !== null, 15_000);
+    if (!started()) throw new Error(`tapd did not start:\n${out.slice(from)}`);
   };
   try {
     await launch();

@@ -35,13 +35,16 @@ int main(void) {
   K(MSG_NOSIGNAL); K(MSG_CMSG_CLOEXEC);
   K(IFNAMSIZ); K(IFF_UP);
   K(IFF_TUN); K(IFF_TAP); K(IFF_NO_PI); K(IFF_MULTI_QUEUE); K(IFF_VNET_HDR); K(IFF_TUN_EXCL);
-  K(TUNSETIFF); K(TUNGETIFF);
+  K(TUNSETIFF); K(TUNGETIFF); K(TUNSETPERSIST); K(TUNSETOWNER); K(TUNSETGROUP);
   K(SIOCGIFFLAGS); K(SIOCSIFFLAGS); K(SIOCGIFMTU); K(SIOCSIFMTU); K(SIOCSIFHWADDR);
   K(SIOCGIFHWADDR); K(SIOCGIFINDEX); K(SIOCETHTOOL);
   K(SIOCBRADDBR); K(SIOCBRDELBR); K(SIOCBRADDIF); K(SIOCBRDELIF);
   K(ETHTOOL_GDRVINFO); K(ARPHRD_ETHER);
   K(NETLINK_ROUTE); K(RTMGRP_LINK); K(NLMSG_ERROR); K(NLMSG_DONE);
   K(RTM_NEWLINK); K(RTM_DELLINK); K(RTM_GETLINK); K(RTM_SETLINK); K(NLM_F_ACK); K(AF_BRIDGE); K(IFLA_PROTINFO); K(IFLA_BRPORT_ISOLATED); K(NLA_F_NESTED); K(NLM_F_REQUEST); K(NLM_F_DUMP);
+  K(IFLA_ADDRESS); K(IFLA_IFNAME); K(IFLA_MTU); K(IFLA_MASTER); K(IFLA_LINKINFO); K(IFLA_INFO_KIND);
+  K(IFLA_INFO_DATA); K(IFLA_TUN_OWNER); K(IFLA_TUN_GROUP); K(IFLA_TUN_PERSIST); K(IFLA_TUN_MULTI_QUEUE);
+  K(IFLA_TUN_NUM_QUEUES); K(IFLA_TUN_NUM_DISABLED_QUEUES);
   K(EAGAIN); K(EINTR); K(ENOBUFS); K(EPROTO); K(ENODEV); K(EOPNOTSUPP);
 
   SZ(ifreq); OFF(ifreq, ifr_name); OFF(ifreq, ifr_flags); OFF(ifreq, ifr_ifindex);
@@ -58,7 +61,7 @@ int main(void) {
   SZ(nlmsghdr); OFF(nlmsghdr, nlmsg_len); OFF(nlmsghdr, nlmsg_type); OFF(nlmsghdr, nlmsg_flags);
   OFF(nlmsghdr, nlmsg_seq); OFF(nlmsghdr, nlmsg_pid);
   SZ(ifinfomsg); OFF(ifinfomsg, ifi_family); OFF(ifinfomsg, ifi_type); OFF(ifinfomsg, ifi_index);
-  OFF(ifinfomsg, ifi_flags);
+  OFF(ifinfomsg, ifi_flags); OFF(ifinfomsg, ifi_change);
   SZ(nlattr); OFF(nlmsgerr, error);
   SZ(ethtool_drvinfo); OFF(ethtool_drvinfo, cmd); OFF(ethtool_drvinfo, driver);
   SZ(timeval);

@@ -2,17 +2,19 @@ import type { LeaseTable } from './leases.js';
 import type { Logger } from './log.js';
 import type { Policy, Subject } from './policy/types.js';
 
-/** What every handler may use. */
+/** The daemon's state, as every handler sees it. */
 export interface DaemonContext {
+  /** Replaced whole by reload(); a request keeps the policy it started with. */
   policy: Policy;
-  leases: LeaseTable;
-  log: Logger;
-  startedAt: number;
-  connections: () => number;
+  readonly leases: LeaseTable;
+  readonly log: Logger;
+  readonly startedAt: number;
+  /** Open connections, in all and per uid (the server keeps them). */
+  readonly connections: { total: number; byUid: Map<number, number> };
   /** Re-read the policy; keeps the old one and throws if the new one is broken. */
-  reload: () => void;
-  polkitAllows: (subject: Subject, action: string) => Promise<boolean>;
+  reload(): void;
+  polkitAllows(subject: Subject, action: string): Promise<boolean>;
 }
 
-/** The caller, from SO_PEERCRED + SO_PEERGROUPS at accept time. */
+/** The caller, from the kernel at accept time (SO_PEERCRED, SO_PEERGROUPS). */
 export type Peer = Subject;

@@ -26,12 +26,14 @@ export interface Lease {
   upRan: boolean;
 }
 
-/** A slot held while an open is in progress: it counts against quotas and reserves its MAC. */
+/** A slot held while an open is in progress: it counts against quotas and reserves its MAC and name. */
 export interface Reservation {
   id: string;
   ownerUid: number;
   network: string;
   mac: string;
+  /** The TAP's name, chosen by tapd: never one a live or still-ending lease has (hooks get names). */
+  ifname: string;
 }
 
 /** One journal line. */
@@ -44,6 +46,8 @@ const COMPACT_SLACK = 64;
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
   private readonly pending = new Map<string, Reservation>();
+  /** Ended leases whose down hook has not finished: their names stay taken until it has. */
+  private readonly retiring = new Map<string, Lease>();
   private readonly file: string;
 
   constructor(stateDir: string) {
@@ -115,9 +119,23 @@ export class LeaseTable {
     return false;
   }
 
-  /** Synchronous, so check-and-take cannot interleave with another open (one event loop). */
+  /** Whether a live, pending or still-ending lease has this TAP name. */
+  nameInUse(ifname: string): boolean {
+    for (const e of [...this.leases.values(), ...this.pending.values(), ...this.retiring.values()]) if (e.ifname === ifname) return true;
+    return false;
+  }
+
+  /**
+   * Synchronous, so check-and-take cannot interleave with another open (one event loop). The
+   * TAP name is `tap` + 8 random hex digits, unique among leases that are live or ending: the
+   * kernel's own `tap%d` reuses a number as soon as its device is gone, while the old lease's
+   * down hook may still be running with that name.
+   */
   reserve(ownerUid: number, network: string, mac: string): Reservation {
-    const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac };
+    let ifname: string;
+    do ifname = `tap${randomBytes(4).toString('hex')}`;
+    while (this.nameInUse(ifname));
+    const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname };
     this.pending.set(r.id, r);
     return r;
   }
@@ -126,9 +144,9 @@ export class LeaseTable {
     this.pending.delete(r.id);
   }
 
-  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac'>): Lease {
+  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname'>): Lease {
     this.pending.delete(r.id);
-    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ...lease };
+    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...lease };
     this.leases.set(full.id, full);
     this.record({ start: full });
     return full;
@@ -145,13 +163,20 @@ export class LeaseTable {
     return lease;
   }
 
+  /** Ends a lease (its quota slot is free at once); its name stays taken until retired(). */
   end(id: string): Lease | undefined {
     const lease = this.leases.get(id);
     if (lease) {
       this.leases.delete(id);
+      this.retiring.set(id, lease);
       this.record({ end: id });
     }
     return lease;
+  }
+
+  /** The ended lease's down hook is done: its name may be given out again. */
+  retired(id: string): void {
+    this.retiring.delete(id);
   }
 
   byIfindex(ifindex: number): Lease | undefined {

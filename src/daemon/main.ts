@@ -3,13 +3,15 @@ import { lstatSync, unlinkSync, chownSync, mkdirSync, readdirSync } from 'node:f
 import net from 'node:net';
 import path from 'node:path';
 import * as sys from '../sys/index.js';
-import { ConnectionServer } from './server.js';
+import { TapdError } from '../errors/tapd-error.js';
+import { serve } from './server.js';
 import type { DaemonContext } from './context.js';
 import { LeaseTable } from './leases.js';
-import { Lifecycle } from './lifecycle.js';
+import { watchLeases } from './reaper.js';
 import { createLogger, type Logger } from './log.js';
 import { polkitAllows } from './polkit.js';
-import { loadPolicy } from './policy/index.js';
+import { loadPolicy, PolicyError } from './policy/index.js';
+import { formatProblem } from './policy/problem.js';
 import type { Policy } from './policy/types.js';
 import { VERSION } from '../version.js';
 
@@ -104,27 +106,29 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (fd === undefined) await claimSocketPath(opts.socketPath);
   const log = createLogger(opts.logLevel);
   const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
-  let policy = load();
   const leases = new LeaseTable(opts.stateDir);
-  const server = net.createServer({ pauseOnConnect: false });
-  let lastActivity = Date.now();
-  const conns = new ConnectionServer(server, () => ctx, () => (lastActivity = Date.now()));
   const ctx: DaemonContext = {
-    get policy() {
-      return policy;
-    },
+    policy: load(),
     leases,
     log,
     startedAt: Date.now(),
-    connections: () => conns.connections,
-    reload: () => {
-      policy = load(); // throws on a broken file: the old policy stays
-      log.info({ event: 'policy_reloaded', files: policy.files }, 'policy reloaded');
+    connections: { total: 0, byUid: new Map() },
+    reload() {
+      try {
+        ctx.policy = load();
+      } catch (err) {
+        if (!(err instanceof PolicyError)) throw err;
+        // One problem per line (PolicyError's message), and what the admin most needs to know.
+        throw new TapdError('config_invalid', `${err.message}\nThe old policy stays in force.`, { cause: err });
+      }
+      log.info({ event: 'policy_reloaded', files: ctx.policy.files }, 'policy reloaded');
     },
     polkitAllows: (subject, action) => polkitAllows(subject, action),
   };
-  const lifecycle = new Lifecycle(() => ctx);
-  lifecycle.start();
+  const server = net.createServer({ pauseOnConnect: false });
+  let lastActivity = Date.now();
+  serve(server, ctx, () => (lastActivity = Date.now()));
+  const watch = watchLeases(ctx);
   const how = await listenOn(server, opts, fd);
   log.info({ event: 'started', version: VERSION, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
 
@@ -132,7 +136,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     try {
       ctx.reload();
     } catch (err) {
-      log.error({ event: 'policy_reload_failed', reason: (err as Error).message }, 'reload failed; keeping the old policy');
+      const problems = err instanceof PolicyError ? err.problems.map(formatProblem) : [(err as Error).message];
+      log.error({ event: 'policy_reload_failed', problems }, 'reload failed; the old policy stays in force');
     }
   };
   process.on('SIGHUP', onHup);
@@ -142,7 +147,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     process.off('SIGHUP', onHup);
     clearInterval(idleTimer);
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    await lifecycle.close();
+    await watch.close();
     if (how === 'bound') {
       try {
         unlinkSync(opts.socketPath);
@@ -154,10 +159,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
 
   // Idle exit (socket activation starts us again): no lease, no connection, for idleExitMs.
-  const idleMs = policy.limits.idleExitMs;
+  const idleMs = ctx.policy.limits.idleExitMs;
   if (idleMs > 0 && how === 'activated') {
     idleTimer = setInterval(() => {
-      if (leases.size === 0 && conns.connections === 0 && Date.now() - lastActivity >= idleMs) {
+      if (leases.size === 0 && ctx.connections.total === 0 && Date.now() - lastActivity >= idleMs) {
         log.info({ event: 'idle_exit' }, 'idle; exiting until the socket is used again');
         void closeAll().then(() => process.exit(0));
       }

@@ -1,13 +1,16 @@
-// The socket side: accept, learn who the peer is from the kernel, read one size-capped frame at
-// a time, dispatch through HANDLERS, reply. A bad peer loses its own connection, nobody else's.
+// The socket side. One request per connection: accept, learn who the peer is from the kernel,
+// read one size-capped frame within the deadline, check the table's `who`, run the handler,
+// write the reply within the deadline, close. A bad or slow peer loses its own connection, and
+// a uid over its connection share is refused at once, so nobody can starve the others.
 import net from 'node:net';
+import { isPeerErrorCode } from '../errors/codes.js';
 import { TapdError } from '../errors/tapd-error.js';
 import { FrameReader, MAX_REQUEST_BYTES, encodeFrame, parseJsonObject } from '../protocol/frame.js';
 import { decodeRequest, errorReply, type Request } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
 import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
-import { HANDLERS, type Reply } from './handlers.js';
+import { HANDLERS, isAdmin, type Reply } from './handlers.js';
 
 /** libuv's handle fd: sendmsg and getsockopt go through it directly (never while libuv has a write pending). */
 function fdOf(socket: net.Socket): number {
@@ -16,162 +19,152 @@ function fdOf(socket: net.Socket): number {
   return fd;
 }
 
-export class ConnectionServer {
-  private live = 0;
-
-  constructor(
-    private readonly server: net.Server,
-    private readonly ctx: () => DaemonContext,
-    private readonly onActivity: () => void,
-  ) {
-    server.on('connection', (socket) => this.accept(socket));
-  }
-
-  get connections(): number {
-    return this.live;
-  }
-
-  private accept(socket: net.Socket): void {
-    const ctx = this.ctx();
-    this.live++;
-    this.onActivity();
-    socket.once('close', () => {
-      this.live--;
-      this.onActivity();
-    });
+export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => void): void {
+  server.on('connection', (socket) => {
+    onActivity();
     socket.on('error', () => socket.destroy());
-    if (this.live > ctx.policy.limits.maxConnections) {
-      ctx.log.warn({ event: 'connection_refused', reason: 'too many connections' }, 'connection refused');
-      // Read and discard until the peer closes, or 'close' never comes on a half-open socket.
-      socket.resume();
-      socket.end(encodeFrame(errorReply('busy', 'tapd is serving too many clients; try again in a moment')));
-      setTimeout(() => socket.destroy(), 1000).unref();
-      return;
-    }
     let peer: Peer;
     try {
       const fd = fdOf(socket);
-      const cred = sys.peerCred(fd);
-      peer = { ...cred, groups: sys.peerGroups(fd) };
+      peer = { ...sys.peerCred(fd), groups: sys.peerGroups(fd) };
     } catch (err) {
-      ctx.log.warn({ event: 'connection_refused', reason: String((err as Error).message) }, 'no peer credentials');
+      ctx.log.error({ event: 'connection_refused', reason: String((err as Error).message) }, 'no peer credentials');
       socket.destroy();
       return;
     }
-    new Connection(socket, peer, this.ctx).start();
+    const { connections: c, policy: { limits } } = ctx;
+    const mine = c.byUid.get(peer.uid) ?? 0;
+    if (c.total >= limits.maxConnections || mine >= limits.maxConnectionsPerUser) {
+      refuse(socket, ctx, peer, c.total >= limits.maxConnections ? 'tapd is serving too many clients' : 'you have too many connections open to tapd');
+      return;
+    }
+    c.total++;
+    c.byUid.set(peer.uid, mine + 1);
+    socket.once('close', () => {
+      c.total--;
+      const n = (c.byUid.get(peer.uid) ?? 1) - 1;
+      if (n > 0) c.byUid.set(peer.uid, n);
+      else c.byUid.delete(peer.uid);
+      onActivity();
+    });
+    void converse(socket, peer, ctx);
+  });
+}
+
+/** A refusal costs one non-blocking send and a close: no timer, no read, no log line per attempt. */
+function refuse(socket: net.Socket, ctx: DaemonContext, peer: Peer, why: string): void {
+  try {
+    sys.sendAll(fdOf(socket), encodeFrame(errorReply('busy', `${why}; try again in a moment`)), { nonBlocking: true });
+  } catch {
+    // The peer's buffer is full or it is gone: it gets the close.
+  }
+  ctx.log.debug({ event: 'connection_refused', uid: peer.uid, peer_pid: peer.pid, reason: why }, 'connection refused');
+  socket.destroy();
+}
+
+/** Resolves with the first frame, or rejects when the deadline passes or the frame is bad. */
+function readRequest(socket: net.Socket, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const reader = new FrameReader(MAX_REQUEST_BYTES);
+    const done = (err: unknown, body?: Buffer) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.pause();
+      if (body) resolve(body);
+      else reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        const [body] = reader.push(chunk);
+        if (body) done(undefined, body);
+      } catch (err) {
+        done(err);
+      }
+    };
+    const onClose = () => done(new Error('closed'));
+    const timer = setTimeout(() => done(new TapdError('bad_request', `no complete request within ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', onData);
+    socket.once('close', onClose);
+  });
+}
+
+async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Promise<void> {
+  const { requestTimeoutMs } = ctx.policy.limits;
+  let request: Request;
+  try {
+    request = decodeRequest(parseJsonObject(await readRequest(socket, requestTimeoutMs)));
+  } catch (err) {
+    if (socket.destroyed) return;
+    const e = err instanceof TapdError ? err : new TapdError('bad_request', 'malformed request');
+    ctx.log.info({ event: 'connection_dropped', uid: peer.uid, peer_pid: peer.pid, result: e.code, reason: e.message }, 'bad request');
+    await send(socket, { body: peerError(e) }, requestTimeoutMs);
+    return;
+  }
+  const progress = (body: Record<string, unknown>) => {
+    if (!socket.destroyed) socket.write(encodeFrame({ v: 1, ok: true, ...body }));
+  };
+  const reply = await dispatch(ctx, peer, request, progress);
+  await send(socket, reply, requestTimeoutMs);
+}
+
+function peerError(e: TapdError): Record<string, unknown> {
+  return errorReply(isPeerErrorCode(e.code) ? e.code : 'internal', e.message) as unknown as Record<string, unknown>;
+}
+
+async function dispatch(ctx: DaemonContext, peer: Peer, request: Request, progress: (b: Record<string, unknown>) => void): Promise<Reply> {
+  const row = HANDLERS[request.op] as { who: string; run: (c: DaemonContext, p: Peer, r: Request, g: typeof progress) => Promise<Reply> };
+  try {
+    if (row.who === 'admin' && !(await isAdmin(ctx, peer))) {
+      throw new TapdError('forbidden', `only root or a tapd admin may ${request.op}`);
+    }
+    return await row.run(ctx, peer, request, progress);
+  } catch (err) {
+    if (err instanceof TapdError && isPeerErrorCode(err.code) && err.code !== 'internal') {
+      const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
+      ctx.log.info({ event: 'request_refused', op: request.op, uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
+      return { body: peerError(err) };
+    }
+    // Kernel failures and bugs stay in our log; the peer learns only that it was on our side.
+    ctx.log.error({ event: 'internal_error', op: request.op, uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
+    return { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') as unknown as Record<string, unknown> };
   }
 }
 
-class Connection {
-  private readonly reader = new FrameReader(MAX_REQUEST_BYTES);
-  private readonly queue: Buffer[] = [];
-  private busy = false;
-  private deadline: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly socket: net.Socket,
-    private readonly peer: Peer,
-    private readonly ctx: () => DaemonContext,
-  ) {}
-
-  start(): void {
-    this.armDeadline();
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.once('close', () => clearTimeout(this.deadline));
+/** Writes the reply (fds on its first byte) within the deadline, then closes the connection. */
+async function send(socket: net.Socket, reply: Reply, timeoutMs: number): Promise<void> {
+  const frame = encodeFrame(reply.body);
+  let delivered = false;
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  try {
+    await settled(socket, (done) => (socket.writableLength === 0 ? done() : socket.once('drain', done)));
+    // Straight through sendmsg so the fds ride with the first byte of the frame; libuv has
+    // nothing pending (above), so nothing can overtake it.
+    const n = reply.fds?.length ? sys.sendWithFds(fdOf(socket), frame, reply.fds, { action: 'send reply' }) : 0;
+    await settled(socket, (done) => socket.end(frame.subarray(n), done));
+    delivered = true;
+  } catch {
+    // Gone, too slow, or the send failed: it gets nothing more.
+  } finally {
+    clearTimeout(timer);
+    // Queued data stays readable for a Unix socket's peer after we close.
+    socket.destroy();
+    reply.sent?.(delivered);
   }
+}
 
-  /** A client gets requestTimeoutMs to send each complete request; idle or slow ones are dropped. */
-  private armDeadline(): void {
-    clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => {
-      this.ctx().log.info({ event: 'connection_dropped', uid: this.peer.uid, pid: this.peer.pid, reason: 'request timeout' }, 'client too slow');
-      this.socket.destroy();
-    }, this.ctx().policy.limits.requestTimeoutMs);
-  }
-
-  private onData(chunk: Buffer): void {
-    try {
-      this.queue.push(...this.reader.push(chunk));
-    } catch (err) {
-      this.fail(err);
+/** Runs `start(done)`; resolves when it calls done, rejects if the socket closes first. */
+function settled(socket: net.Socket, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (socket.destroyed) {
+      reject(new Error('closed'));
       return;
     }
-    void this.drain();
-  }
-
-  /** One request at a time per connection, in order. */
-  private async drain(): Promise<void> {
-    if (this.busy) return;
-    this.busy = true;
-    this.socket.pause();
-    while (this.queue.length > 0 && !this.socket.destroyed) {
-      clearTimeout(this.deadline);
-      const body = this.queue.shift()!;
-      let request: Request;
-      try {
-        request = decodeRequest(parseJsonObject(body));
-      } catch (err) {
-        this.fail(err);
-        return;
-      }
-      const reply = await this.dispatch(request);
-      await this.send(reply);
-      this.armDeadline();
-    }
-    this.busy = false;
-    if (!this.socket.destroyed) this.socket.resume();
-  }
-
-  private async dispatch(request: Request): Promise<Reply> {
-    const ctx = this.ctx();
-    try {
-      const handler = HANDLERS[request.op] as (c: DaemonContext, p: Peer, r: Request) => Promise<Reply>;
-      return await handler(ctx, this.peer, request);
-    } catch (err) {
-      if (err instanceof TapdError) {
-        const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
-        ctx.log.info({ event: 'request_refused', op: request.op, uid: this.peer.uid, pid: this.peer.pid, result: err.code, reason }, 'request refused');
-        return { body: errorReply(err.code, err.message) as unknown as Record<string, unknown> };
-      }
-      // Internals stay in our log; the peer learns only that something went wrong on our side.
-      ctx.log.error({ event: 'internal_error', op: request.op, uid: this.peer.uid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
-      return { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') as unknown as Record<string, unknown> };
-    }
-  }
-
-  private async send(reply: Reply): Promise<void> {
-    const frame = encodeFrame(reply.body);
-    let delivered = false;
-    try {
-      if (reply.fds && reply.fds.length > 0) {
-        // Straight through sendmsg so the fds ride with the first byte of the frame. Nothing is
-        // queued in libuv: we only ever write after the previous write has flushed.
-        const n = sys.sendWithFds(fdOf(this.socket), frame, reply.fds, { action: 'send reply' });
-        if (n < frame.length) await this.write(frame.subarray(n));
-      } else {
-        await this.write(frame);
-      }
-      delivered = true;
-    } catch {
-      this.socket.destroy();
-    } finally {
-      reply.sent?.(delivered);
-    }
-  }
-
-  private write(data: Buffer): Promise<void> {
-    return new Promise((resolve, reject) => this.socket.write(data, (err) => (err ? reject(err) : resolve())));
-  }
-
-  /** A malformed frame costs the peer its connection, after one error reply saying why. */
-  private fail(err: unknown): void {
-    const e = err instanceof TapdError ? err : new TapdError('bad_request', 'malformed request');
-    this.ctx().log.info({ event: 'connection_dropped', uid: this.peer.uid, pid: this.peer.pid, result: e.code, reason: e.message }, 'bad request');
-    clearTimeout(this.deadline);
-    this.queue.length = 0;
-    this.socket.removeAllListeners('data');
-    this.socket.resume();
-    this.socket.end(encodeFrame(errorReply(e.code, e.message)));
-    setTimeout(() => this.socket.destroy(), 1000).unref();
-  }
+    const onClose = () => reject(new Error('closed'));
+    socket.once('close', onClose);
+    start(() => {
+      socket.off('close', onClose);
+      resolve();
+    });
+  });
 }

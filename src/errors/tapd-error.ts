@@ -1,11 +1,13 @@
+import type { ErrorCode } from './codes.js';
+
 /**
- * The base of every error tapd raises on purpose. `code` is stable and machine-readable
- * (it travels in protocol replies); `message` says what failed and what to do.
+ * The base of every error tapd raises on purpose. `code` is one of the closed set in codes.ts
+ * (peer codes travel in protocol replies); `message` says what failed and what to do.
  */
 export class TapdError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
 
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;

@@ -1,11 +1,13 @@
 // The requests tapd understands, decoded strictly: unknown fields, wrong types and out-of-range
 // values are errors that name the field. See docs/protocol.md.
+import type { PeerErrorCode } from '../errors/codes.js';
 import { TapdError } from '../errors/tapd-error.js';
 
 export const PROTOCOL_VERSION = 1;
 export const MAX_QUEUES = 16;
 export const MIN_MTU = 68;
-export const MAX_MTU = 65535;
+/** A TAP's largest MTU: the kernel's 65535 less the Ethernet header (tun.c, tun_net_initialize). */
+export const MAX_MTU = 65521;
 
 export interface OpenRequest {
   op: 'open' | 'check';
@@ -18,11 +20,29 @@ export interface OpenRequest {
   vhost: boolean;
   /** Root only: open on behalf of this uid (sudo's SUDO_UID). */
   asUid?: number;
+  /** The client reads `pending` frames (sent before a hook runs, with how long it may take). */
+  progress: boolean;
+}
+
+export interface ListRequest {
+  op: 'list';
+  /** Admins only: just this uid's leases. */
+  user?: number;
+}
+
+/** Admins only: end leases by id, by owner, by network (all given must match). */
+export interface RevokeRequest {
+  op: 'revoke';
+  lease?: string;
+  user?: number;
+  network?: string;
 }
 
 export type Request =
   | OpenRequest
-  | { op: 'list' }
+  | ListRequest
+  | RevokeRequest
+  | { op: 'networks' }
   | { op: 'status' }
   | { op: 'reload' };
 
@@ -42,12 +62,16 @@ const OPEN_FIELDS: Record<string, FieldSpec> = {
   vnet_hdr: { kind: 'bool' },
   vhost: { kind: 'bool' },
   as_uid: { kind: 'int', min: 0, max: 0xfffffffe },
+  progress: { kind: 'bool' },
 };
+const UID: FieldSpec = { kind: 'int', min: 0, max: 0xfffffffe };
 
 const SCHEMAS: Record<string, { fields: Record<string, FieldSpec>; required: string[] }> = {
   open: { fields: OPEN_FIELDS, required: ['network'] },
   check: { fields: OPEN_FIELDS, required: ['network'] },
-  list: { fields: {}, required: [] },
+  list: { fields: { user: UID }, required: [] },
+  revoke: { fields: { lease: { kind: 'string', maxLength: 16 }, user: UID, network: { kind: 'string', maxLength: 64 } }, required: [] },
+  networks: { fields: {}, required: [] },
   status: { fields: {}, required: [] },
   reload: { fields: {}, required: [] },
 };
@@ -102,9 +126,17 @@ export function decodeRequest(msg: Record<string, unknown>): Request {
       vnetHdr: (msg.vnet_hdr as boolean | undefined) ?? false,
       vhost: (msg.vhost as boolean | undefined) ?? false,
       asUid: msg.as_uid as number | undefined,
+      progress: (msg.progress as boolean | undefined) ?? false,
     };
   }
-  return { op: msg.op as 'list' | 'status' | 'reload' };
+  if (msg.op === 'list') return { op: 'list', user: msg.user as number | undefined };
+  if (msg.op === 'revoke') {
+    if (msg.lease === undefined && msg.user === undefined && msg.network === undefined) {
+      throw bad('revoke needs at least one of "lease", "user", "network"');
+    }
+    return { op: 'revoke', lease: msg.lease as string | undefined, user: msg.user as number | undefined, network: msg.network as string | undefined };
+  }
+  return { op: msg.op as 'networks' | 'status' | 'reload' };
 }
 
 /** A lease as the wire shows it. */
@@ -126,9 +158,9 @@ export interface LeaseInfo {
 export interface ErrorReply {
   v: 1;
   ok: false;
-  error: { code: string; message: string };
+  error: { code: PeerErrorCode; message: string };
 }
 
-export function errorReply(code: string, message: string): ErrorReply {
+export function errorReply(code: PeerErrorCode, message: string): ErrorReply {
   return { v: PROTOCOL_VERSION, ok: false, error: { code, message } };
 }

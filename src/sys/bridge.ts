@@ -9,7 +9,9 @@ import { SystemError } from '../errors/system-error.js';
 /** SIOCBRADDBR/SIOCBRDELBR take the bare name (char[IFNAMSIZ]), not an ifreq. */
 function nameArg(name: IfName): Buffer {
   const buf = Buffer.alloc(C.IFNAMSIZ);
-  buf.write(name.value, 0, C.IFNAMSIZ - 1, 'utf8');
+  if (buf.write(name.value, 0, C.IFNAMSIZ - 1, 'utf8') !== Buffer.byteLength(name.value)) {
+    throw new RangeError(`interface name ${name.value} does not fit IFNAMSIZ`);
+  }
   return buf;
 }
 

@@ -16,7 +16,6 @@ const raw = define({
   open: { library: 'libc', retType: I32, paramsType: [STR, I32], errno },
   close: { library: 'libc', retType: I32, paramsType: [I32], errno },
   ioctl: { library: 'libc', retType: I32, paramsType: [I32, U64, BUF], errno },
-  ioctlInt: { library: 'libc', retType: I32, paramsType: [I32, U64, U64], errno },
   socket: { library: 'libc', retType: I32, paramsType: [I32, I32, I32], errno },
   socketpair: { library: 'libc', retType: I32, paramsType: [I32, I32, I32, BUF], errno },
   connect: { library: 'libc', retType: I32, paramsType: [I32, BUF, I32], errno },
@@ -32,6 +31,12 @@ const raw = define({
   if_indextoname: { library: 'libc', retType: DataType.BigInt, paramsType: [DataType.U32, BUF] },
   // ffi-rs has no address-of: memmove(buf, buf, 0) returns the Buffer's address.
   memmove: { library: 'libc', retType: DataType.BigInt, paramsType: [BUF, BUF, U64] },
+});
+
+// ioctl with an integer argument (TUNSETOWNER...): define() names the C symbol by its key, so
+// the by-value signature needs a table of its own.
+const byValue = define({
+  ioctl: { library: 'libc', retType: I32, paramsType: [I32, U64, U64], errno },
 });
 
 // Blocking variants, run on a thread of their own so the event loop keeps going.
@@ -78,7 +83,7 @@ export function sysIoctl(fd: number, request: number, arg: Buffer, ctx: Ctx): nu
 }
 
 export function sysIoctlInt(fd: number, request: number, arg: number, ctx: Ctx): number {
-  return check('ioctl', raw.ioctlInt([fd, request, arg]), ctx);
+  return check('ioctl', byValue.ioctl([fd, request, arg]), ctx);
 }
 
 export function sysSocket(domain: number, type: number, protocol: number, ctx: Ctx): number {

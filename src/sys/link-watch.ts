@@ -1,13 +1,25 @@
 // Tells when network devices disappear, keyed by ifindex (names are reused; indexes are not,
-// until the counter wraps). Learns it from rtnetlink RTM_DELLINK, read on a worker thread.
+// until the counter wraps), and what tun/tap devices report about themselves. Learns it from
+// rtnetlink RTM_DELLINK and RTM_NEWLINK, read on a worker thread.
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { C, LAYOUT } from './constants.js';
 import { sysBind, sysClose, sysIfIndexToName, sysSetsockopt, sysSocket } from './libc.js';
+import type { TunState } from './rtnetlink.js';
+
+/** A tun/tap device's state report (RTM_NEWLINK). */
+export interface TunReport {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  tun: TunState;
+}
 
 export interface LinkWatchEvents {
   /** The device with this ifindex was deleted. */
   gone: [ifindex: number];
+  /** A tun/tap device reported its state (after any change: persist, owner, MAC, flags...). */
+  tun: [report: TunReport];
   /** Events may have been lost (socket overflow): re-check every device you care about. */
   overflow: [reason: string];
   error: [err: Error];
@@ -47,8 +59,9 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
     }
     const url = new URL('./link-watch-worker.js', import.meta.url);
     this.worker = new Worker(url, { workerData: { fd: this.fd, stop: this.stop } });
-    this.worker.on('message', (m: { kind: string; ifindex?: number; reason?: string }) => {
+    this.worker.on('message', (m: { kind: string; ifindex?: number; reason?: string } & Partial<TunReport>) => {
       if (m.kind === 'gone') this.emit('gone', m.ifindex!);
+      else if (m.kind === 'tun') this.emit('tun', { ifindex: m.ifindex!, ifname: m.ifname!, address: m.address, tun: m.tun! });
       else this.emit('overflow', m.reason ?? 'overflow');
     });
     this.worker.on('error', (err) => this.emit('error', err));

@@ -7,10 +7,14 @@ import { Mac } from './mac.js';
 
 const UNION = LAYOUT['ifreq.ifr_flags'];
 
-/** A zeroed struct ifreq with ifr_name set. */
-export function ifreq(name: IfName | string): Buffer {
+/**
+ * A zeroed struct ifreq with ifr_name set. Takes only a validated IfName (at most IFNAMSIZ-1
+ * bytes), and checks the copy anyway: a name is never truncated on its way to the kernel.
+ */
+export function ifreq(name: IfName): Buffer {
   const buf = Buffer.alloc(LAYOUT['sizeof struct ifreq']);
-  buf.write(String(name), LAYOUT['ifreq.ifr_name'], C.IFNAMSIZ - 1, 'utf8');
+  const written = buf.write(name.value, LAYOUT['ifreq.ifr_name'], C.IFNAMSIZ - 1, 'utf8');
+  if (written !== Buffer.byteLength(name.value)) throw new RangeError(`interface name ${name.value} does not fit ifr_name`);
   return buf;
 }
 

@@ -2,11 +2,12 @@
 import { closeSync } from 'node:fs';
 import { C, LAYOUT } from './constants.js';
 import { IfName } from './ifname.js';
-import { sysClose, sysIoctl, sysOpen } from './libc.js';
+import { sysClose, sysIoctl, sysIoctlInt, sysOpen } from './libc.js';
 import { ifreq, ifreqName } from './netdev.js';
 import { TapdError } from '../errors/tapd-error.js';
 
-export const MAX_QUEUES = 16;
+/** The kernel's limit (MAX_TAP_QUEUES in drivers/net/tun.c); tapd's own, smaller one is the protocol's. */
+export const MAX_TAP_QUEUES = 256;
 
 export interface TapOptions {
   /** An explicit name, or a template with one %d (default `tap%d`). */
@@ -14,6 +15,12 @@ export interface TapOptions {
   vnetHdr?: boolean;
   /** Number of queue fds, 1..16. More than 1 creates an IFF_MULTI_QUEUE device. */
   queues?: number;
+  /**
+   * The uid that owns the device (TUNSETOWNER), set before any further queue attaches. The
+   * kernel (tun_not_capable) lets anyone without CAP_NET_ADMIN attach a queue to an unowned
+   * TAP by name; an owned one only its owner.
+   */
+  owner?: number;
 }
 
 export interface Tap {
@@ -23,10 +30,10 @@ export interface Tap {
   flags: number;
 }
 
-function setIff(fd: number, name: string, flags: number, action: string): Buffer {
+function setIff(fd: number, name: IfName, flags: number, action: string): Buffer {
   const req = ifreq(name);
   req.writeUInt16LE(flags, LAYOUT['ifreq.ifr_flags']);
-  sysIoctl(fd, C.TUNSETIFF, req, { action, device: name });
+  sysIoctl(fd, C.TUNSETIFF, req, { action, device: name.value });
   return req;
 }
 
@@ -37,8 +44,8 @@ function setIff(fd: number, name: string, flags: number, action: string): Buffer
  */
 export function createTap(opts: TapOptions = {}): Tap {
   const queues = opts.queues ?? 1;
-  if (!Number.isInteger(queues) || queues < 1 || queues > MAX_QUEUES) {
-    throw new TapdError('invalid_queues', `queue count must be 1..${MAX_QUEUES}, got ${queues}`);
+  if (!Number.isInteger(queues) || queues < 1 || queues > MAX_TAP_QUEUES) {
+    throw new TapdError('invalid_queues', `queue count must be 1..${MAX_TAP_QUEUES}, got ${queues}`);
   }
   const template = opts.name ?? IfName.parseTemplate('tap%d');
   let flags = C.IFF_TAP | C.IFF_NO_PI;
@@ -49,14 +56,16 @@ export function createTap(opts: TapOptions = {}): Tap {
   try {
     const first = sysOpen('/dev/net/tun', C.O_RDWR | C.O_CLOEXEC, { action: 'open /dev/net/tun' });
     fds.push(first);
-    const req = setIff(first, template.value, flags | C.IFF_TUN_EXCL, `create TAP ${template}`);
+    const req = setIff(first, template, flags | C.IFF_TUN_EXCL, `create TAP ${template}`);
     // The kernel's own answer is the name we use from here on (it filled in any %d).
     const name = IfName.parse(ifreqName(req));
-    // Further queues attach to the device we just made; only CAP_NET_ADMIN could race us to it.
+    // Until the owner is set, anyone may attach a queue to a multiqueue TAP by name: the caller
+    // checks the queue count afterwards (getLink(...).tun.queues) to catch such a racer.
+    if (opts.owner !== undefined) sysIoctlInt(first, C.TUNSETOWNER, opts.owner, { action: `set owner of ${name}`, device: name.value });
     for (let i = 1; i < queues; i++) {
       const fd = sysOpen('/dev/net/tun', C.O_RDWR | C.O_CLOEXEC, { action: 'open /dev/net/tun' });
       fds.push(fd);
-      setIff(fd, name.value, flags, `attach queue ${i} to ${name}`);
+      setIff(fd, name, flags, `attach queue ${i} to ${name}`);
     }
     return { name, fds, flags };
   } catch (err) {

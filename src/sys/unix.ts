@@ -57,10 +57,14 @@ export async function connectUnixAsync(path: string, timeoutMs: number): Promise
   }
 }
 
-/** Writes all of `data` (blocking, bounded by the socket's send timeout). */
-export function sendAll(fd: number, data: Buffer): void {
+/**
+ * Writes all of `data` (blocking, bounded by the socket's send timeout). With nonBlocking, one
+ * MSG_DONTWAIT send: it throws EAGAIN rather than wait for a peer that does not read.
+ */
+export function sendAll(fd: number, data: Buffer, opts: { nonBlocking?: boolean } = {}): void {
+  const flags = C.MSG_NOSIGNAL | (opts.nonBlocking ? C.MSG_DONTWAIT : 0);
   let off = 0;
-  while (off < data.length) off += sysSend(fd, data.subarray(off), C.MSG_NOSIGNAL, { action: 'send request' });
+  while (off < data.length) off += sysSend(fd, data.subarray(off), flags, { action: 'send' });
 }
 
 export { sysClose as closeFd };

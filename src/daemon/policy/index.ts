@@ -6,7 +6,7 @@ import { formatProblem } from './problem.js';
 import type { Policy } from './types.js';
 
 export { PolicyError } from './policy-error.js';
-export { notFoundReason, DEFAULT_DENY_REASON } from './policy.js';
+export { DEFAULT_DENY_REASON } from './policy.js';
 export { DEFAULT_LIMITS } from './parser.js';
 export type { Problem } from './problem.js';
 export type * from './types.js';

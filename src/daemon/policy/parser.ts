@@ -4,7 +4,8 @@ import { realpathSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { Accounts, type AccountFiles } from './accounts.js';
 import { ConfigFiles, tokenize, type Line, type Token } from './files.js';
-import { ifNameProblem } from '../../sys/ifname.js';
+import { IfName, ifNameProblem } from '../../sys/ifname.js';
+import { MAX_QUEUES } from '../../protocol/messages.js';
 
 /** The kernel layer's one interface-name rule: what the config accepts is what reaches the ioctl. */
 const isValidIfName = (s: string): boolean => ifNameProblem(s) === undefined;
@@ -15,10 +16,11 @@ import type { DaemonLimits, Network, SourceRef } from './types.js';
 export const MAX_INCLUDE_DEPTH = 16;
 
 export const DEFAULT_LIMITS: Readonly<DaemonLimits> = Object.freeze({
-  maxConnections: 64,
+  maxConnections: 256,
+  maxConnectionsPerUser: 32,
   requestTimeoutMs: 5000,
   maxLeases: 1024,
-  maxQueues: 16,
+  maxQueues: MAX_QUEUES,
   hookTimeoutMs: 10_000,
   idleExitMs: 0,
 });
@@ -98,9 +100,10 @@ const IFNAME_RULE = '1 to 15 bytes of A-Z a-z 0-9 _ . - and not "." or ".."; nam
 type LimitKey = keyof DaemonLimits;
 const LIMITS: Record<string, { key: LimitKey; min: number; max: number; duration: boolean }> = {
   'max-connections': { key: 'maxConnections', min: 1, max: 65536, duration: false },
+  'max-connections-per-user': { key: 'maxConnectionsPerUser', min: 1, max: 65536, duration: false },
   'request-timeout': { key: 'requestTimeoutMs', min: 100, max: 300_000, duration: true },
   'max-leases': { key: 'maxLeases', min: 1, max: 65536, duration: false },
-  'max-queues': { key: 'maxQueues', min: 1, max: 16, duration: false },
+  'max-queues': { key: 'maxQueues', min: 1, max: MAX_QUEUES, duration: false },
   'hook-timeout': { key: 'hookTimeoutMs', min: 100, max: 600_000, duration: true },
   'idle-exit': { key: 'idleExitMs', min: 0, max: 86_400_000, duration: true },
 };
@@ -386,8 +389,9 @@ class Parser {
       isolated: mode !== 'hostonly' && isolated,
       source: { file: c.line.file, line: c.line.line },
     };
-    if (mode !== 'hostonly' && bridge !== undefined) network.bridge = bridge;
-    if (mode === 'uplink' && uplink !== undefined) network.uplink = uplink;
+    // Parsed once, here: the daemon passes these to the kernel as they are.
+    if (mode !== 'hostonly' && bridge !== undefined) network.bridge = IfName.parse(bridge);
+    if (mode === 'uplink' && uplink !== undefined) network.uplink = IfName.parse(uplink);
     if (mode === 'uplink' && bridgeScript !== undefined) network.bridgeScript = bridgeScript;
     if (up !== undefined) network.up = up;
     if (down !== undefined) network.down = down;

@@ -1,4 +1,4 @@
-import { TapdError } from '../errors.js';
+import { TapdError } from '../../errors/tapd-error.js';
 import { formatProblem, type Problem } from './problem.js';
 
 /** The configuration could not be loaded; `problems` lists every error found, not just the first. */

@@ -1,4 +1,5 @@
 // Turns a parsed configuration into the Policy the daemon asks, and makes its decisions.
+import { IfName } from '../../sys/ifname.js';
 import type { Problem } from './problem.js';
 import type { AclEntry, ParsedConfig, RuleDecl, SubjectSpec } from './parser.js';
 import type { Decision, Deny, Network, OpenIntent, Permit, Policy, Subject } from './types.js';
@@ -10,11 +11,6 @@ import type { Decision, Deny, Network, OpenIntent, Permit, Policy, Subject } fro
  * would tell which aliases exist.
  */
 export const DEFAULT_DENY_REASON = 'no rule permits you on this network (default deny)';
-
-/** The words a peer gets for a network name that does not exist: the same as for one it may not use. */
-export function notFoundReason(_name: string): string {
-  return DEFAULT_DENY_REASON;
-}
 
 function subjectMatches(spec: SubjectSpec, s: Subject): boolean {
   switch (spec.kind) {
@@ -51,7 +47,7 @@ function ruleMatches(rule: RuleDecl, subject: Subject, net: Network): Match | un
   if (!subjectMatches(rule.subject, subject)) return undefined;
   if (rule.kind === 'qemu-bridge-conf') {
     if (net.bridge === undefined || !rule.acl) return undefined;
-    const e = aclVerdict(rule.acl, net.bridge);
+    const e = aclVerdict(rule.acl, net.bridge.value);
     return e && { rule, permit: e.allow, acl: e };
   }
   if (rule.target !== 'any' && rule.target?.name !== net.name) return undefined;
@@ -76,17 +72,13 @@ class CompiledPolicy implements Policy {
     // resolve(): network name first, then bridge name, then uplink NIC name. The compiler
     // rejects a name used twice in these roles, so the order only matters for a network
     // named after its own bridge.
-    for (const n of networks.values()) if (n.uplink !== undefined) this.aliases.set(n.uplink, n);
-    for (const n of networks.values()) if (n.bridge !== undefined) this.aliases.set(n.bridge, n);
+    for (const n of networks.values()) if (n.uplink !== undefined) this.aliases.set(n.uplink.value, n);
+    for (const n of networks.values()) if (n.bridge !== undefined) this.aliases.set(n.bridge.value, n);
     for (const n of networks.values()) this.aliases.set(n.name, n);
   }
 
   resolve(name: string): Network | undefined {
     return this.aliases.get(name);
-  }
-
-  notFoundReason(name: string): string {
-    return notFoundReason(name);
   }
 
   isAdmin(subject: Subject): boolean {
@@ -180,8 +172,8 @@ export function compile(config: ParsedConfig, problems: Problem[]): Policy {
     if (networks.get(network.name) !== network) continue;
     claim(network.name, network, 'name', site);
     const s = { file: network.source.file, line: network.source.line, column: site.column };
-    if (network.bridge !== undefined) claim(network.bridge, network, 'bridge', s);
-    if (network.uplink !== undefined) claim(network.uplink, network, 'uplink interface', s);
+    if (network.bridge !== undefined) claim(network.bridge.value, network, 'bridge', s);
+    if (network.uplink !== undefined) claim(network.uplink.value, network, 'uplink interface', s);
   }
 
   // qemu-bridge-conf: a bridge the ACL allows (and does not also deny) that is no network's
@@ -191,7 +183,7 @@ export function compile(config: ParsedConfig, problems: Problem[]): Policy {
     for (const e of rule.acl) {
       const bridge = e.bridge;
       if (bridge === undefined || aclVerdict(rule.acl, bridge)?.allow !== true) continue;
-      if ([...networks.values()].some((n) => n.bridge === bridge)) continue;
+      if ([...networks.values()].some((n) => n.bridge?.value === bridge)) continue;
       const prev = owner.get(bridge);
       if (prev) {
         problems.push({
@@ -202,7 +194,7 @@ export function compile(config: ParsedConfig, problems: Problem[]): Policy {
         });
         continue;
       }
-      const network: Network = { name: bridge, mode: 'bridged', bridge, createBridge: false, isolated: false, source: e.source };
+      const network: Network = { name: bridge, mode: 'bridged', bridge: IfName.parse(bridge), createBridge: false, isolated: false, source: e.source };
       networks.set(network.name, network);
       owner.set(bridge, { network, role: 'bridge' });
     }

@@ -1,3 +1,5 @@
+import type { IfName } from '../../sys/ifname.js';
+
 // The contract between the policy module (parser + decisions) and the daemon.
 // The daemon only ever sees these types; how the file is written is the policy module's business.
 
@@ -14,11 +16,11 @@ export interface Network {
   name: string;
   mode: NetworkMode;
   /** bridged: the existing bridge (or one the daemon creates when `create` is set); uplink: the bridge the daemon makes for the NIC. */
-  bridge?: string;
+  bridge?: IfName;
   /** bridged only: the daemon creates the bridge if it does not exist. */
   createBridge: boolean;
   /** uplink only: the physical NIC enslaved to `bridge`. */
-  uplink?: string;
+  uplink?: IfName;
   /** uplink only: run once, as `script BRIDGE NIC`, right after the daemon created the bridge. */
   bridgeScript?: string;
   /** Hooks in QEMU's convention: `script IFNAME`. Absolute paths. */
@@ -93,8 +95,11 @@ export interface Deny {
 export type Decision = Permit | Deny;
 
 export interface DaemonLimits {
+  /** Connections open at once, in all. */
   maxConnections: number;
-  /** A client must send a complete request within this many ms or it is dropped. */
+  /** Connections open at once from one uid, so that one user cannot starve the others. */
+  maxConnectionsPerUser: number;
+  /** A client must send its request, and take its reply, each within this many ms, or it is dropped. */
   requestTimeoutMs: number;
   maxLeases: number;
   maxQueues: number;
@@ -119,9 +124,4 @@ export interface Policy {
   decide(subject: Subject, intent: OpenIntent): Decision;
   /** May this subject see and end every lease (list-all, reload)? root always may. */
   isAdmin(subject: Subject): boolean;
-  /**
-   * Added by the policy module: what to tell a peer whose `-b NAME` resolves to nothing. The very
-   * words decide() gives for an existing network the peer may not use (no existence oracle).
-   */
-  notFoundReason?(name: string): string;
 }

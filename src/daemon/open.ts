@@ -1,0 +1,208 @@
+// The open path, top to bottom, in qemu-bridge-helper's order: resolve, decide, reserve, bridge
+// ready, create, configure, attach, up, hook, record, reply. One undo. `check` runs the same
+// plan without side effects, so every refusal an open can give, check gives.
+import { randomBytes } from 'node:crypto';
+import { close as closeAsync } from 'node:fs';
+import { TapdError } from '../errors/tapd-error.js';
+import type { OpenRequest, LeaseInfo } from '../protocol/messages.js';
+import { getpwuid, groupsOf } from '../common/accounts.js';
+import * as sys from '../sys/index.js';
+import { ensureBridge, inspectBridge } from './bridges.js';
+import type { DaemonContext, Peer } from './context.js';
+import { DeniedError } from './denied-error.js';
+import { runHook } from './hooks.js';
+import type { Lease } from './leases.js';
+import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
+
+/** What the policy allowed, with every value parsed: the open carries it out, check reports it. */
+export interface Plan {
+  subject: Peer;
+  net: Network;
+  permit: Permit;
+  /** The guest's MAC when the client asked for one. */
+  mac?: sys.Mac;
+  mtu?: number;
+  warnings: string[];
+}
+
+/** An open reply: the lease, its fds, and what to do once the reply went out (or did not). */
+export interface Opened {
+  lease: Lease;
+  fds: number[];
+  delivered(ok: boolean): void;
+}
+
+/** Whose lease this is: the peer, or for root the sudo user it names. */
+function subjectFor(peer: Peer, req: OpenRequest): Peer {
+  if (req.asUid === undefined || req.asUid === peer.uid) return peer;
+  if (peer.uid !== 0) throw new TapdError('forbidden', 'only root may open on behalf of another user (as_uid)');
+  const account = getpwuid(req.asUid);
+  if (!account) throw new TapdError('bad_request', `field "as_uid": no user with uid ${req.asUid}`);
+  // No kernel credentials for someone who did not connect: their groups are initgroups'.
+  return { uid: account.uid, gid: account.gid, groups: groupsOf(account), pid: peer.pid };
+}
+
+/**
+ * Resolve and decide first: nothing about the network (not even whether it exists, nor whether
+ * the MAC or MTU asked for would fit it) is looked at before the policy lets this caller use it.
+ */
+export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Promise<Plan> {
+  const subject = subjectFor(peer, req);
+  const net = ctx.policy.resolve(req.network);
+  if (!net) throw new DeniedError(DEFAULT_DENY_REASON, `${DEFAULT_DENY_REASON}: no network, bridge or uplink named ${JSON.stringify(req.network)}`);
+  const decision = ctx.policy.decide(subject, {
+    network: net, wantsMac: req.mac !== undefined, wantsMtu: req.mtu !== undefined,
+    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
+  });
+  if (!decision.allowed) throw new DeniedError(decision.reason, decision.logReason);
+  if (decision.askPolkit && !(await ctx.polkitAllows(subject, 'org.tapd.open'))) {
+    throw new DeniedError(`${decision.reason}, but polkit did not authorize org.tapd.open`);
+  }
+  const p: Plan = { subject, net, permit: decision, warnings: [] };
+  if (req.mac !== undefined) p.mac = guestMac(req.mac);
+  if (req.mtu !== undefined) p.mtu = req.mtu;
+  if (req.vhost) throw new TapdError('network_unavailable', 'vhost-net is not available: tapd does not open /dev/vhost-net; run without vhost');
+  checkQuota(ctx, p);
+  if (net.mode !== 'hostonly') {
+    const { stp } = inspectBridge(net);
+    if (stp) p.warnings.push(`bridge ${net.bridge} has STP on: a new port forwards nothing for twice the forward delay (30 s by default)`);
+    if (p.mtu !== undefined && sys.exists(net.bridge!)) checkMtu(net, p.mtu, sys.getMtu(net.bridge!));
+  }
+  return p;
+}
+
+function guestMac(text: string): sys.Mac {
+  const mac = sys.Mac.parse(text);
+  if (mac.isMulticast || mac.isZero) {
+    throw new TapdError('invalid_mac', `MAC ${mac} is ${mac.isZero ? 'all zero' : 'multicast'}; use a unicast address such as 52:54:00:12:34:56`);
+  }
+  return mac;
+}
+
+function checkMtu(net: Network, mtu: number, bridgeMtu: number): void {
+  if (mtu < bridgeMtu) {
+    throw new TapdError('mtu_too_small', `MTU ${mtu} is below bridge ${net.bridge}'s ${bridgeMtu}; frames from the LAN would not fit your VM's port`);
+  }
+}
+
+function checkQuota(ctx: DaemonContext, p: Plan): void {
+  const { leases } = ctx;
+  if (leases.size >= ctx.policy.limits.maxLeases) {
+    throw new TapdError('limit', `tapd has its maximum of ${ctx.policy.limits.maxLeases} leases; try again later`);
+  }
+  const { maxLeasesPerUser, maxLeasesPerNetwork } = p.permit;
+  if (maxLeasesPerNetwork !== undefined && leases.countFor(p.subject.uid, p.net.name) >= maxLeasesPerNetwork) {
+    throw new TapdError('quota', `you already hold ${maxLeasesPerNetwork} of ${maxLeasesPerNetwork} leases allowed on network ${p.net.name}; stop a VM first`);
+  }
+  if (maxLeasesPerUser !== undefined && leases.countFor(p.subject.uid) >= maxLeasesPerUser) {
+    throw new TapdError('quota', `you already hold ${maxLeasesPerUser} of ${maxLeasesPerUser} leases allowed to you; stop a VM first`);
+  }
+  if (p.mac && leases.macInUse(p.mac.toString())) {
+    throw new TapdError('mac_in_use', `MAC ${p.mac} is in use by another lease; choose another or let tapd pick one`);
+  }
+}
+
+/** QEMU's 52:54:00 prefix (locally administered by convention), random low 3 bytes. */
+function randomGuestMac(): sys.Mac {
+  const b = Buffer.from([0x52, 0x54, 0x00, 0, 0, 0]);
+  randomBytes(3).copy(b, 3);
+  return sys.Mac.fromBytes(b);
+}
+
+/**
+ * The open. `beforeHook` tells a waiting client how long the admin's hook may take. Kernel
+ * failures (SystemError) pass through: the server logs them and answers `internal`.
+ */
+export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, beforeHook: (timeoutMs: number) => void): Promise<Opened> {
+  const p = await plan(ctx, peer, req);
+  const { net } = p;
+  const limits = ctx.policy.limits;
+  let mac = p.mac;
+  while (!mac || ctx.leases.macInUse(mac.toString())) mac = randomGuestMac();
+  // Reserve synchronously after the quota check in plan(): nothing awaited in between.
+  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
+  let tap: sys.Tap | undefined;
+  try {
+    const bridge = net.mode === 'hostonly' ? undefined : await ensureBridge(net, limits.hookTimeoutMs, ctx.log);
+    if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
+    const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
+    tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
+    const ifindex = sys.getIndex(tap.name);
+    sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge?.ifindex, up: true });
+    if (bridge) {
+      if (net.isolated) sys.setPortIsolated(ifindex, tap.name.value, true);
+      // A bridge whose MTU nobody set follows its smallest port: never let a lease move it.
+      if (sys.getMtu(bridge.name) !== bridge.mtu) sys.setMtu(bridge.name, bridge.mtu);
+    }
+    checkNobodyElseAttached(tap, ifindex, p.subject.uid, req.queues);
+    const lease: Omit<Lease, 'started'> = {
+      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? null, mac: slot.mac,
+      mtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true,
+    };
+    if (net.up) {
+      beforeHook(limits.hookTimeoutMs);
+      await runUpHook(ctx, net.up, lease);
+    }
+    const active = ctx.leases.activate(slot, { ...lease, started: new Date().toISOString() });
+    const fds = tap.fds;
+    return {
+      lease: active,
+      fds,
+      delivered: (ok) => {
+        // The emulator holds the fds now, or nobody does and the device goes with ours.
+        for (const fd of fds) closeAsync(fd, () => {});
+        ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_pid: peer.pid,
+          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, reason: p.permit.reason }, ok ? 'lease started' : 'reply not delivered; lease ends');
+      },
+    };
+  } catch (err) {
+    // The one undo: free the slot; closing our fds deletes the device (nothing else holds it).
+    ctx.leases.cancel(slot);
+    if (tap) for (const fd of tap.fds) closeAsync(fd, () => {});
+    throw err;
+  }
+}
+
+/**
+ * Until TUNSETOWNER, a multiqueue TAP takes queues from anyone who names it (a single-queue one
+ * answers EBUSY). If someone did, the kernel counts more queues than ours, detached ones
+ * included: refuse, and our undo deletes the device under the intruder.
+ */
+function checkNobodyElseAttached(tap: sys.Tap, ifindex: number, owner: number, queues: number): void {
+  const state = sys.getLink(ifindex)?.tun;
+  if (!state || (state.multiQueue && state.queues !== queues) || state.owner !== owner) {
+    throw new Error(`TAP ${tap.name} has ${state?.queues} queues and owner ${state?.owner}, expected ${queues} and ${owner}: another process attached to it`);
+  }
+}
+
+async function runUpHook(ctx: DaemonContext, script: string, lease: Omit<Lease, 'started'>): Promise<void> {
+  try {
+    await runHook({ script, args: [lease.ifname], env: hookEnv(lease, 'up'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
+  } catch {
+    // What went wrong is in our log (the hook record); the peer gets what it can act on.
+    throw new TapdError('hook_failed', `the network's up hook failed, so ${lease.ifname} was removed; ask an admin to check the tapd log`);
+  }
+}
+
+/** The environment of up and down hooks: the ifindex tells two leases apart even if names repeated. */
+export function hookEnv(lease: Omit<Lease, 'started'>, event: 'up' | 'down'): Record<string, string> {
+  return {
+    TAPD_EVENT: event,
+    TAPD_IFNAME: lease.ifname,
+    TAPD_IFINDEX: String(lease.ifindex),
+    TAPD_NETWORK: lease.network,
+    TAPD_BRIDGE: lease.bridge ?? '',
+    TAPD_MAC: lease.mac,
+    TAPD_MTU: String(lease.mtu),
+    TAPD_OWNER_UID: String(lease.ownerUid),
+    TAPD_LEASE_ID: lease.id,
+  };
+}
+
+export function leaseInfo(l: Lease): LeaseInfo {
+  return {
+    id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
+    mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
+  };
+}
+

@@ -145,11 +145,14 @@ describe('controls', () => {
     writeFileSync(d.config, 'network lan bridge br0\npermit root on any\npermit @nogroup onn lan\n');
     d.proc.kill('SIGHUP');
     const failed = await d.waitFor('policy_reload_failed');
-    expect(String(failed.reason)).toMatch(/tapd\.conf:3:\d+/);
+    expect(failed.problems).toEqual([expect.stringMatching(/tapd\.conf:3:\d+: /)]);
+    expect(failed.msg).toBe('reload failed; the old policy stays in force');
     expect(client(ns, d.socket, [{ op: 'open', network: 'lan' }], me)[0]).toMatchObject({ ok: true });
     // The reload request: root may, others may not.
     expect(client(ns, d.socket, [{ op: 'reload' }], me)[0]).toMatchObject({ ok: false, code: 'forbidden' });
-    expect(client(ns, d.socket, [{ op: 'reload' }], { uid: 0 })[0]).toMatchObject({ ok: false, code: 'config_invalid' });
+    const [broken] = client(ns, d.socket, [{ op: 'reload' }], { uid: 0 });
+    expect(broken).toMatchObject({ ok: false, code: 'config_invalid' });
+    expect(String(broken!.message).split('\n')).toEqual([expect.stringMatching(/has 1 error/), expect.stringMatching(/^ +\S+tapd\.conf:3:\d+: /), 'The old policy stays in force.']);
   });
 
   it('lets root open on behalf of a sudo user (owned and counted as that user), and nobody else', async () => {

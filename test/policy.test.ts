@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TapdError } from '../src/daemon/errors.js';
+import { TapdError } from '../src/errors/tapd-error.js';
 import { TapdError as SharedTapdError } from '../src/errors/tapd-error.js';
 import { ifNameProblem } from '../src/sys/ifname.js';
 import {
-  checkConfig, DEFAULT_DENY_REASON, DEFAULT_LIMITS, loadPolicy, notFoundReason, PolicyError,
+  checkConfig, DEFAULT_DENY_REASON, DEFAULT_LIMITS, loadPolicy, PolicyError,
   type LoadOptions, type Network, type OpenIntent, type Permit, type Policy, type Subject,
 } from '../src/daemon/policy/index.js';
 
@@ -93,11 +93,11 @@ network host  hostonly up /etc/tapd/qemu-ifup down /etc/tapd/qemu-ifdown
 `);
     expect(p.networks.size).toBe(3);
     expect(net(p, 'lan')).toMatchObject({
-      name: 'lan', mode: 'bridged', bridge: 'br0', createBridge: true, up: '/etc/tapd/lan-up',
+      name: 'lan', mode: 'bridged', bridge: { value: 'br0' }, createBridge: true, up: '/etc/tapd/lan-up',
       down: '/etc/tapd/lan-down', mtu: 9000, isolated: true, source: { line: 2 },
     });
     expect(net(p, 'wan')).toMatchObject({
-      name: 'wan', mode: 'uplink', bridge: 'br-eth1', uplink: 'eth1', createBridge: false,
+      name: 'wan', mode: 'uplink', bridge: { value: 'br-eth1' }, uplink: { value: 'eth1' }, createBridge: false,
       bridgeScript: '/usr/lib/tapd/tapd-bridge-up', up: '/x/up', isolated: false,
     });
     expect(net(p, 'host')).toMatchObject({ name: 'host', mode: 'hostonly', createBridge: false, isolated: false });
@@ -110,7 +110,7 @@ network host  hostonly up /etc/tapd/qemu-ifup down /etc/tapd/qemu-ifdown
     const p = load('');
     expect(p.networks.size).toBe(0);
     expect(p.limits).toEqual({
-      maxConnections: 64, requestTimeoutMs: 5000, maxLeases: 1024, maxQueues: 16, hookTimeoutMs: 10000, idleExitMs: 0,
+      maxConnections: 256, maxConnectionsPerUser: 32, requestTimeoutMs: 5000, maxLeases: 1024, maxQueues: 16, hookTimeoutMs: 10000, idleExitMs: 0,
     });
   });
 
@@ -274,7 +274,7 @@ permit @kvm on nowhere
 describe('limits', () => {
   it('parses every limit and unit', () => {
     const p = load('limits max-connections 10 request-timeout 500ms max-leases 99\nlimits max-queues 4 hook-timeout 2m idle-exit 1h\n');
-    expect(p.limits).toEqual({ maxConnections: 10, requestTimeoutMs: 500, maxLeases: 99, maxQueues: 4, hookTimeoutMs: 120000, idleExitMs: 3600000 });
+    expect(p.limits).toEqual({ maxConnections: 10, maxConnectionsPerUser: 32, requestTimeoutMs: 500, maxLeases: 99, maxQueues: 4, hookTimeoutMs: 120000, idleExitMs: 3600000 });
   });
   it('idle-exit 0 means never; a bare 0 needs no unit', () => {
     expect(load('limits idle-exit 0 request-timeout 5s').limits).toMatchObject({ idleExitMs: 0, requestTimeoutMs: 5000 });
@@ -441,12 +441,11 @@ describe('explanations and the existence oracle', () => {
     expect(decide(p(), ALICE, 'wan').reason).toBe('no rule permits you on this network (default deny)');
   });
 
-  it('notFoundReason gives the same words as a forbidden existing network', () => {
+  it('a forbidden existing network gets the default-deny words, which the daemon gives a missing one', () => {
     const policy = p();
     const forbidden = decide(policy, ALICE, 'wan');
     expect(forbidden.allowed).toBe(false);
-    expect(notFoundReason('no-such-net')).toBe(forbidden.reason);
-    expect(policy.notFoundReason?.('no-such-net')).toBe(forbidden.reason);
+    expect(forbidden.reason).toBe(DEFAULT_DENY_REASON);
     expect(policy.resolve('no-such-net')).toBeUndefined();
   });
 
@@ -454,7 +453,7 @@ describe('explanations and the existence oracle', () => {
     // carol is named in a deny rule for wan, but nothing would permit her there: she hears
     // exactly what she would hear for a network that does not exist.
     const d = decide(p(), CAROL, 'wan');
-    expect(d.reason).toBe(notFoundReason('wan'));
+    expect(d.reason).toBe(DEFAULT_DENY_REASON);
     expect(d.allowed).toBe(false);
     // The daemon's log still gets the whole story.
     expect(d.allowed === false && d.logReason).toMatch(/deny carol on wan/);
@@ -548,7 +547,7 @@ describe('qemu-bridge-conf (qemu-bridge-helper ACL files)', () => {
   it('allow BR makes an implicit bridged network named after the bridge, for everyone by default', () => {
     const acl = write('# QEMU ACL\nallow br5\n', `bridge${++seq}.conf`);
     const p = load(`qemu-bridge-conf ${acl}\n`);
-    expect(net(p, 'br5')).toMatchObject({ name: 'br5', mode: 'bridged', bridge: 'br5', createBridge: false, isolated: false, source: { file: acl, line: 2 } });
+    expect(net(p, 'br5')).toMatchObject({ name: 'br5', mode: 'bridged', bridge: { value: 'br5' }, createBridge: false, isolated: false, source: { file: acl, line: 2 } });
     expect(net(p, 'br5').up).toBeUndefined();
     const d = decide(p, NOBODY, 'br5');
     expect(d).toMatchObject({ allowed: true, askPolkit: false, grants: { queues: 1, mac: false, mtu: false, vhost: false } });

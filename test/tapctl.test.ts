@@ -151,7 +151,7 @@ describe('tapctl run', () => {
       expect(rep.argv).toEqual(['-t', '3', '-m', '64', '--', 'x', 'y']);
       expect([...rep.fds.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
       expect(rep.fds.get(3)).toBe('/dev/net/tun');
-      expect(rep.taps.get(3)).toMatch(/^tap\d+$/);
+      expect(rep.taps.get(3)).toMatch(/^tap[0-9a-f]{8}$/);
       expect(rep.id.uid).toBe(NOBODY);
       expect(rep.env.TAPCTL_FD).toBe('3');
       expect(rep.env.TAPCTL_MAC).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
@@ -275,7 +275,7 @@ describe('tapctl qemu', () => {
     const rep = await report(out);
     expect(rep.id).toEqual({ uid: NOBODY, gid: NOBODY, groups: [NOBODY] });
     expect([...rep.fds.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
-    expect(rep.taps.get(3)).toMatch(/^tap\d+$/);
+    expect(rep.taps.get(3)).toMatch(/^tap[0-9a-f]{8}$/);
     const started = daemon.events().slice(before).find((e) => e.event === 'lease_start');
     expect(started).toMatchObject({ uid: NOBODY, result: 'granted' });
     await noTapsLeft();

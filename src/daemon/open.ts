@@ -61,7 +61,6 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   const p: Plan = { subject, net, permit: decision, warnings: [] };
   if (req.mac !== undefined) p.mac = guestMac(req.mac);
   if (req.mtu !== undefined) p.mtu = req.mtu;
-  if (req.vhost) throw new TapdError('network_unavailable', 'vhost-net is not available: tapd does not open /dev/vhost-net; run without vhost');
   checkQuota(ctx, p);
   if (net.mode !== 'hostonly') {
     const { stp } = inspectBridge(net);

@@ -23,6 +23,8 @@ export const C = {
   SOL_SOCKET: 1,
   SO_PEERCRED: 17,
   SO_PEERGROUPS: 59,
+  // Linux 6.5+; Debian 12's headers (6.1) lack it, see native/layout.c.
+  SO_PEERPIDFD: 77,
   SO_RCVTIMEO: 20,
   SO_SNDTIMEO: 21,
   SO_RCVBUF: 8,
@@ -76,6 +78,8 @@ export const C = {
   NLA_F_NESTED: 0x8000,
   NLM_F_REQUEST: 1,
   NLM_F_DUMP: 0x300,
+  // limits.h: the kernel's cap on supplementary groups (NGROUPS_MAX)
+  NGROUPS_MAX: 65536,
   // errno.h (the ones we branch on)
   EAGAIN: 11,
   EINTR: 4,

@@ -2,6 +2,7 @@
  * hard-codes, taken from the system headers. test/layout.test.ts compiles and runs it
  * and fails on any difference. Names are the same strings as in constants.ts. */
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <errno.h>
@@ -31,6 +32,13 @@ int main(void) {
   K(O_RDWR); K(O_CLOEXEC); K(F_GETFD); K(F_SETFD); K(F_GETFL); K(FD_CLOEXEC);
   K(AF_UNSPEC); K(AF_UNIX); K(AF_INET); K(AF_NETLINK); K(SOCK_STREAM); K(SOCK_DGRAM); K(SOCK_RAW);
   K(SOCK_CLOEXEC); K(SOCK_NONBLOCK); K(SOL_SOCKET); K(SO_PEERCRED); K(SO_PEERGROUPS);
+  K(NGROUPS_MAX);
+#ifdef SO_PEERPIDFD
+  K(SO_PEERPIDFD);
+#else
+  /* Headers older than Linux 6.5 (Debian 12 ships 6.1): asm-generic/socket.h says 77 since 6.5. */
+  emit("SO_PEERPIDFD", 77);
+#endif
   K(SO_RCVTIMEO); K(SO_SNDTIMEO); K(SO_RCVBUF); K(SCM_RIGHTS); K(MSG_CTRUNC); K(MSG_DONTWAIT);
   K(MSG_NOSIGNAL); K(MSG_CMSG_CLOEXEC);
   K(IFNAMSIZ); K(IFF_UP);

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseStartTime, polkitAllows, POLKIT_ACTION_ADMIN, POLKIT_ACTION_OPEN } from '../src/daemon/polkit.js';
+import { parseStat } from '../src/daemon/peer.js';
+import { parseStartTime, polkitAllows, POLKIT_ACTION_ADMIN, POLKIT_ACTION_OPEN, type PolkitSubject } from '../src/daemon/polkit.js';
 import { client, Netns, startTapd, type DaemonHandle } from './helpers/netns.js';
 
 const ACTION_FILE = resolve(dirname(fileURLToPath(import.meta.url)), '../systemd/org.tapd.policy');
@@ -79,6 +80,14 @@ function statusUid(pid: number): number | undefined {
   }
 }
 
+/**
+ * A process as identifyPeer's fallback binds it (pid + start time, taken now: the caller does this
+ * right after the process started, which stands in for accept). No pidfd: these tests are about polkit.
+ */
+function bound(pid: number, uid: number): PolkitSubject {
+  return { pid, uid, startTime: parseStartTime(readFileSync(`/proc/${pid}/stat`, 'utf8')) };
+}
+
 describe('parseStartTime', () => {
   const rest = 'S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 1234567 20 21 22';
   it('reads field 22', () => {
@@ -97,6 +106,48 @@ describe('parseStartTime', () => {
   it('parses this process', () => {
     expect(parseStartTime(readFileSync('/proc/self/stat', 'utf8'))).toMatch(/^[0-9]+$/);
   });
+  // The command name is the attacker's choice (the basename it is exec'd as, or PR_SET_NAME):
+  // it must not be able to pass off a start time of its choosing.
+  it('hostile command names cannot forge the start time', () => {
+    const fake = 'Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 666 20 21 22';
+    expect(parseStartTime(`42 (x) ${fake}) ${rest}`)).toBe('1234567');
+    expect(parseStartTime(`42 (x) ${fake}) ${rest}\n`)).toBe('1234567');
+    expect(parseStartTime(`42 ((((() ${rest}`)).toBe('1234567');
+    expect(parseStartTime(`42 () ${rest}`)).toBe('1234567');
+    expect(parseStartTime(`42 (a\n) S 1 2\n) ${rest}`)).toBe('1234567');
+    expect(parseStartTime(`42 (\t) \t) ${rest}`)).toBe('1234567');
+    expect(parseStartTime(`42 (666 ${rest}`)).toBeUndefined(); // no ")": not a stat line
+    expect(parseStartTime(`42 ) ${rest} (`)).toBeUndefined(); // ")" before "(": not a stat line
+    expect(parseStartTime(`42 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 -5 20`)).toBeUndefined();
+    expect(parseStartTime(`42 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 0x10 20`)).toBeUndefined();
+  });
+  it('a real process exec\'d under a hostile name (no root needed)', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'tapd-comm-'));
+    const odd = join(d, ') Z 9 9 (');
+    symlinkSync('/usr/bin/sleep', odd);
+    const child = spawn(odd, ['30'], { stdio: 'ignore' });
+    try {
+      const pid = child.pid!;
+      await waitFor('the oddly named sleep', () => {
+        try {
+          return readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z 9 9 ()');
+        } catch {
+          return false;
+        }
+      });
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const start = parseStartTime(stat);
+      expect(start).toMatch(/^[0-9]+$/);
+      expect(parseStat(stat)?.state).not.toBe('Z');
+      // Field 22 counted from the real end of comm: the 20th blank-separated word after it.
+      expect(start).toBe(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('polkitAllows without polkit', () => {
@@ -114,7 +165,7 @@ describe('polkitAllows without polkit', () => {
     writeFileSync(fake, `#!/bin/sh\nprintf '%s\\n' "$@" > ${out}\nenv | sort >> ${out}\nexit 0\n`, { mode: 0o755 });
     process.env.TAPD_TEST_SECRET = 'leak';
     try {
-      expect(await polkitAllows({ pid: process.pid, uid: 1234 }, POLKIT_ACTION_OPEN, { pkcheck: fake })).toBe(true);
+      expect(await polkitAllows(bound(process.pid, 1234), POLKIT_ACTION_OPEN, { pkcheck: fake })).toBe(true);
     } finally {
       delete process.env.TAPD_TEST_SECRET;
     }
@@ -132,15 +183,19 @@ describe('polkitAllows without polkit', () => {
     writeFileSync(slow, '#!/bin/sh\nexec sleep 10\n', { mode: 0o755 });
     const yes = join(dir, 'yes');
     writeFileSync(yes, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
-    const me = { pid: process.pid, uid: 0 };
+    const me = bound(process.pid, 0);
     expect(await polkitAllows(me, POLKIT_ACTION_OPEN, { pkcheck: no })).toBe(false);
     expect(await polkitAllows(me, POLKIT_ACTION_OPEN, { pkcheck: join(dir, 'missing') })).toBe(false);
     const t0 = Date.now();
     expect(await polkitAllows(me, POLKIT_ACTION_OPEN, { pkcheck: slow, timeoutMs: 300 })).toBe(false);
     expect(Date.now() - t0).toBeLessThan(5000);
-    expect(await polkitAllows({ pid: 0x3ffffff0, uid: 0 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
-    expect(await polkitAllows({ pid: -1, uid: 0 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
-    expect(await polkitAllows({ pid: 1.5, uid: 0 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    expect(await polkitAllows({ ...me, pid: 0x3ffffff0 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    // Not bound at accept (no start time), or bound to another start time: no, whatever pkcheck says.
+    expect(await polkitAllows({ pid: process.pid, uid: 0 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    expect(await polkitAllows({ ...me, startTime: '1' }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    expect(await polkitAllows({ ...me, startTime: '12 34' }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    expect(await polkitAllows({ ...me, pid: -1 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
+    expect(await polkitAllows({ ...me, pid: 1.5 }, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(false);
     expect(await polkitAllows(me, '--allow-user-interaction', { pkcheck: yes })).toBe(false);
     expect(await polkitAllows(me, 'org.tapd.open;rm', { pkcheck: yes })).toBe(false);
     expect(await polkitAllows(me, POLKIT_ACTION_OPEN, { pkcheck: yes })).toBe(true);
@@ -159,7 +214,7 @@ describe.skipIf(!canRun)('polkitAllows against a real polkitd', () => {
   const sleepers: ChildProcess[] = [];
 
   /** A process of `user` (running `cmd`, `sleep` by default) that polkit can be asked about. */
-  async function processOf(user: { uid: number; gid: number }, cmd = 'sleep'): Promise<{ pid: number; uid: number }> {
+  async function processOf(user: { uid: number; gid: number }, cmd = 'sleep'): Promise<PolkitSubject> {
     const { uid, gid } = user;
     const child = spawn('setpriv', ['--reuid', String(uid), '--regid', String(gid), '--clear-groups', cmd, '30'], { stdio: 'ignore' });
     sleepers.push(child);
@@ -169,7 +224,7 @@ describe.skipIf(!canRun)('polkitAllows against a real polkitd', () => {
       if (child.exitCode !== null) throw new Error(`setpriv exited with ${child.exitCode}`);
       return statusUid(pid) === uid;
     });
-    return { pid, uid };
+    return bound(pid, uid);
   }
 
   beforeAll(async () => {

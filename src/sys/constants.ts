@@ -23,6 +23,8 @@ export const C = {
   SOL_SOCKET: 1,
   SO_PEERCRED: 17,
   SO_PEERGROUPS: 59,
+  // Linux 6.5+; Debian 12's headers (6.1) lack it, see native/layout.c.
+  SO_PEERPIDFD: 77,
   SO_RCVTIMEO: 20,
   SO_SNDTIMEO: 21,
   SO_RCVBUF: 8,
@@ -93,6 +95,8 @@ export const C = {
   IFLA_TUN_MULTI_QUEUE: 7,
   IFLA_TUN_NUM_QUEUES: 8,
   IFLA_TUN_NUM_DISABLED_QUEUES: 9,
+  // limits.h: the kernel's cap on supplementary groups (NGROUPS_MAX)
+  NGROUPS_MAX: 65536,
   // errno.h (the ones we branch on)
   EAGAIN: 11,
   EINTR: 4,

@@ -1,7 +1,8 @@
 // File descriptors across Unix sockets (SCM_RIGHTS) and the peer's kernel credentials.
+import { readFileSync } from 'node:fs';
 import { C, CMSG_LEN, CMSG_SPACE, LAYOUT } from './constants.js';
 import {
-  addressOf, sysClose, sysGetsockopt, sysRecvmsg, sysRecvmsgAsync, sysSendmsg, type Ctx,
+  addressOf, sysClose, sysFcntl, sysGetsockopt, sysRecvmsg, sysRecvmsgAsync, sysSendmsg, type Ctx,
 } from './libc.js';
 
 /** Kernel limit on fds in one SCM_RIGHTS message (SCM_MAX_FD). */
@@ -124,10 +125,13 @@ export function peerCred(sock: number): PeerCred {
   };
 }
 
-/** SO_PEERGROUPS: the peer's supplementary groups at connect() time (Linux 4.13+). */
+/**
+ * SO_PEERGROUPS: the peer's supplementary groups at connect() time (Linux 4.13+).
+ * Any legal count works, up to NGROUPS_MAX (65536): the buffer grows on ERANGE and its last step
+ * is exactly NGROUPS_MAX, so a peer with 32769..65536 groups is not turned away.
+ */
 export function peerGroups(sock: number): number[] {
-  // NGROUPS_MAX is 65536; start small and grow on ERANGE like libc's getgroups callers do.
-  for (let size = 64; size <= 65536; size *= 8) {
+  for (let size = 64; ; size = Math.min(size * 8, C.NGROUPS_MAX)) {
     const buf = Buffer.alloc(4 * size);
     try {
       const len = sysGetsockopt(sock, C.SOL_SOCKET, C.SO_PEERGROUPS, buf, { action: 'read peer groups' });
@@ -135,8 +139,53 @@ export function peerGroups(sock: number): number[] {
       for (let i = 0; i + 4 <= len; i += 4) groups.push(buf.readUInt32LE(i));
       return groups;
     } catch (err) {
-      if ((err as { errnoName?: string }).errnoName !== 'ERANGE') throw err;
+      if ((err as { errnoName?: string }).errnoName !== 'ERANGE' || size >= C.NGROUPS_MAX) throw err;
     }
   }
-  throw new RangeError('peer has more supplementary groups than NGROUPS_MAX');
+}
+
+/** What SO_PEERPIDFD gave: a pidfd, or why there is none. */
+export type PeerPidfd =
+  | { kind: 'pidfd'; fd: number }
+  /** The kernel has no SO_PEERPIDFD (before Linux 6.5: ENOPROTOOPT). */
+  | { kind: 'unsupported' }
+  /** The process that connected is gone (kernels that refuse a pidfd for a reaped peer: EINVAL/ESRCH). */
+  | { kind: 'gone' };
+
+/**
+ * SO_PEERPIDFD (Linux 6.5+): a pidfd for the very process that called connect(), not for
+ * whoever holds its pid number now. Always O_CLOEXEC (the kernel makes pidfds so; checked anyway).
+ */
+export function peerPidfd(sock: number): PeerPidfd {
+  const buf = Buffer.alloc(4);
+  try {
+    sysGetsockopt(sock, C.SOL_SOCKET, C.SO_PEERPIDFD, buf, { action: 'read peer pidfd' });
+  } catch (err) {
+    const name = (err as { errnoName?: string }).errnoName;
+    if (name === 'ENOPROTOOPT') return { kind: 'unsupported' };
+    if (name === 'EINVAL' || name === 'ESRCH') return { kind: 'gone' };
+    throw err;
+  }
+  const fd = buf.readInt32LE(0);
+  const flags = sysFcntl(fd, C.F_GETFD, 0, { action: 'check peer pidfd' });
+  if ((flags & C.FD_CLOEXEC) === 0) sysFcntl(fd, C.F_SETFD, flags | C.FD_CLOEXEC, { action: 'set FD_CLOEXEC on peer pidfd' });
+  return { kind: 'pidfd', fd };
+}
+
+/**
+ * The pid (in our /proc's pid namespace) of the process a pidfd refers to, from the "Pid:" line
+ * of /proc/self/fdinfo/FD. undefined once that process has exited and been reaped (the kernel
+ * shows -1): from then on its pid number is free for reuse. 0 means not visible from our namespace.
+ */
+export function pidfdPid(pidfd: number): number | undefined {
+  let info: string;
+  try {
+    info = readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = /^Pid:\s*(-?[0-9]+)$/m.exec(info);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  return pid > 0 ? pid : undefined;
 }

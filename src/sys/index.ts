@@ -6,8 +6,8 @@ export { createTap, tapInfo, closeTapSync, MAX_TAP_QUEUES, type Tap, type TapOpt
 export { addPort, removePort, createBridge, deleteBridge, isBridge, exists, type AddPortOptions } from './bridge.js';
 export { getFlags, getIndex, getMac, getMtu, setMac, setMtu, setUp, setDown, getDriver, macIsFixed } from './netdev.js';
 export {
-  sendWithFds, recvWithFds, recvWithFdsAsync, closeAll, peerCred, peerGroups, SCM_MAX_FD,
-  type PeerCred, type Received,
+  sendWithFds, recvWithFds, recvWithFdsAsync, closeAll, peerCred, peerGroups, peerPidfd, pidfdPid, SCM_MAX_FD,
+  type PeerCred, type PeerPidfd, type Received,
 } from './fdpass.js';
 export { connectUnix, connectUnixAsync, sendAll, closeFd } from './unix.js';
 export { LinkWatch, linkAlive, type TunReport } from './link-watch.js';

@@ -40,6 +40,13 @@ export interface Subject {
   /** Supplementary groups at connect() time (SO_PEERGROUPS). */
   groups: readonly number[];
   pid: number;
+  /**
+   * Start time (field 22 of /proc/PID/stat) of the process that connected, captured at accept
+   * (src/daemon/peer.ts identifyPeer). undefined: not bound (gone at accept); polkit then says no.
+   */
+  startTime?: string;
+  /** pidfd of the process that connected (SO_PEERPIDFD), owned by the connection. */
+  pidfd?: number;
 }
 
 /** The parts of an `open` request that the policy decides on. */

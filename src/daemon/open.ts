@@ -38,8 +38,9 @@ function subjectFor(peer: Peer, req: OpenRequest): Peer {
   if (peer.uid !== 0) throw new TapdError('forbidden', 'only root may open on behalf of another user (as_uid)');
   const account = getpwuid(req.asUid);
   if (!account) throw new TapdError('bad_request', `field "as_uid": no user with uid ${req.asUid}`);
-  // No kernel credentials for someone who did not connect: their groups are initgroups'.
-  return { uid: account.uid, gid: account.gid, groups: groupsOf(account), pid: peer.pid };
+  // No kernel credentials for someone who did not connect: their groups are initgroups'. The
+  // process is root's, bound at accept (polkit asks about it).
+  return { uid: account.uid, gid: account.gid, groups: groupsOf(account), pid: peer.pid, startTime: peer.startTime, pidfd: peer.pidfd };
 }
 
 /**

@@ -11,6 +11,7 @@ import * as sys from '../sys/index.js';
 import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { HANDLERS, isAdmin, type Reply } from './handlers.js';
+import { identifyPeer, type IdentifiedPeer } from './peer.js';
 
 /** libuv's handle fd: sendmsg and getsockopt go through it directly (never while libuv has a write pending). */
 function fdOf(socket: net.Socket): number {
@@ -23,10 +24,10 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
   server.on('connection', (socket) => {
     onActivity();
     socket.on('error', () => socket.destroy());
-    let peer: Peer;
+    let peer: IdentifiedPeer;
     try {
-      const fd = fdOf(socket);
-      peer = { ...sys.peerCred(fd), groups: sys.peerGroups(fd) };
+      // Bound to the process that connected (pidfd + start time), not whoever has its pid later.
+      peer = identifyPeer(fdOf(socket));
     } catch (err) {
       ctx.log.error({ event: 'connection_refused', reason: String((err as Error).message) }, 'no peer credentials');
       socket.destroy();
@@ -36,11 +37,13 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
     const mine = c.byUid.get(peer.uid) ?? 0;
     if (c.total >= limits.maxConnections || mine >= limits.maxConnectionsPerUser) {
       refuse(socket, ctx, peer, c.total >= limits.maxConnections ? 'tapd is serving too many clients' : 'you have too many connections open to tapd');
+      peer.close();
       return;
     }
     c.total++;
     c.byUid.set(peer.uid, mine + 1);
     socket.once('close', () => {
+      peer.close();
       c.total--;
       const n = (c.byUid.get(peer.uid) ?? 1) - 1;
       if (n > 0) c.byUid.set(peer.uid, n);

@@ -30,11 +30,17 @@ const program = new Command('tapd')
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug', 'info')
   .option('--socket-mode <mode>', 'mode of a socket tapd binds itself (access is decided by the policy)', octalMode, 0o666)
   .option('--socket-group <group>', 'group of a socket tapd binds itself')
-  .option('--check-config', 'check the configuration, print every problem as file:line:column, exit 0 or 1')
+  .option('--check-config', 'check the configuration and the hooks it names, print every problem as file:line:column, exit 0 or 1')
   .addHelpText('after', `
 Examples:
   tapd --check-config --config /etc/tapd/tapd.conf
-  tapd --config ./tapd.conf --socket /tmp/tapd.sock --state-dir /tmp/tapd-state
+  tapd --config /etc/tapd/tapd.conf --socket /run/tapd/tapd.sock --state-dir /run/tapd
+
+Everything tapd reads or runs (config, includes, ACL files, hooks, bridge scripts) and every
+directory and symlink on the way to it must be owned by root (or tapd's own uid) and not
+writable by group or others; a root-owned sticky directory such as /tmp only if what is in it
+is root's. The state dir must be tapd's own (owned by its uid, mode 0700 or 0755): tapd refuses
+to start otherwise. Never point --state-dir at a directory others can create in, such as /tmp.
 
 Exit codes: 0 ok, 1 configuration or start-up error.`);
 
@@ -45,7 +51,7 @@ const opts = program.opts<{
 }>();
 
 if (opts.checkConfig) {
-  const result = checkConfig(opts.config);
+  const result = checkConfig(opts.config, { strictHooks: true });
   // Like sshd -t: silence when the configuration is fine, every problem when it is not.
   for (const p of result.problems) process.stderr.write(`${p}\n`);
   process.exit(result.ok ? 0 : 1);

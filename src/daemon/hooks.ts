@@ -1,35 +1,52 @@
 // Admin-owned scripts run at lease start and end, in QEMU's convention: `script IFNAME`.
 import { spawn } from 'node:child_process';
-import { lstatSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { describe, judge, trustedOwners, walk } from '../common/trust.js';
 import { TapdError } from '../errors/tapd-error.js';
 import type { Logger } from './log.js';
 
 const MAX_LOGGED_OUTPUT = 4096;
 
 /**
- * The script and every directory above it must be owned by root and not writable by group or
- * others (root-owned sticky directories such as /tmp excepted): otherwise someone other than
- * root could choose what the daemon runs with CAP_NET_ADMIN.
+ * What is wrong with a hook (or bridge script) path under the trust rule (src/common/trust.ts),
+ * as sentences; empty when it is fine. `chain` judges only what leads to the script (directories
+ * and symlinks: could someone other than root make this path name another file?) and lets it be
+ * missing, as config load does; `full` also wants the script itself: an existing regular file
+ * owned by root, not writable by group or others, executable, as run time and
+ * `tapd --check-config` do.
  */
-export function checkScriptTrusted(script: string): void {
-  if (!path.isAbsolute(script)) throw new TapdError('hook_untrusted', `hook ${script} must be an absolute path`);
-  const st = lstatSync(script, { throwIfNoEntry: false });
-  if (!st) throw new TapdError('hook_untrusted', `hook ${script} does not exist`);
-  if (!st.isFile()) throw new TapdError('hook_untrusted', `hook ${script} is not a regular file (symlinks are refused)`);
-  if (st.uid !== 0) throw new TapdError('hook_untrusted', `hook ${script} is not owned by root; chown root ${script}`);
-  if (st.mode & 0o022) throw new TapdError('hook_untrusted', `hook ${script} is writable by group or others; chmod go-w ${script}`);
-  if (!(st.mode & 0o111)) throw new TapdError('hook_untrusted', `hook ${script} is not executable; chmod +x ${script}`);
-  // Walk the real directories: a symlinked directory is only as safe as where it leads.
-  for (let dir = realpathSync(path.dirname(script)); ; dir = path.dirname(dir)) {
-    const d = statSync(dir);
-    const sticky = (d.mode & 0o1000) !== 0;
-    if (d.uid !== 0) throw new TapdError('hook_untrusted', `directory ${dir} of hook ${script} is not owned by root`);
-    if (d.mode & 0o022 && !sticky) {
-      throw new TapdError('hook_untrusted', `directory ${dir} of hook ${script} is writable by group or others`);
-    }
-    if (dir === '/') break;
+export function hookProblems(script: string, scope: 'chain' | 'full'): { problems: string[]; canonical: string } {
+  const label = `hook ${script}`;
+  if (!path.isAbsolute(script)) return { problems: [`${label} must be an absolute path`], canonical: script };
+  const w = walk(script, { checkTarget: false, allowMissing: scope === 'chain' });
+  const first = w.findings[0];
+  if (first) {
+    if (first.flaw === 'missing') return { problems: [`${label} does not exist (no ${first.path})`], canonical: w.path };
+    return { problems: w.findings.map((f) => describe(f, label)), canonical: w.path };
   }
+  const st = w.stat;
+  if (scope === 'chain' || !st) return { problems: [], canonical: w.path };
+  const shown = w.path === script ? label : `${label} (${w.path})`;
+  if (!st.isFile()) return { problems: [`${shown} is not a regular file`], canonical: w.path };
+  const problems: string[] = [];
+  for (const f of judge(w.path, st)) {
+    const owners = trustedOwners();
+    if (f.flaw === 'owner') problems.push(`${shown} is not owned by root${owners.length > 1 ? ` or uid ${owners[1]}` : ''}; chown root ${w.path}`);
+    else problems.push(`${shown} is writable by group or others; chmod go-w ${w.path}`);
+  }
+  if (!(st.mode & 0o111)) problems.push(`${shown} is not executable; chmod +x ${w.path}`);
+  return { problems, canonical: w.path };
+}
+
+/**
+ * Resolves a hook once and checks it under the trust rule; returns the canonical, symlink-free
+ * path to execute. Every directory on that path is changeable only by root (or tapd), so
+ * execve() of it reaches the file just checked: a symlink swapped by a user cannot redirect it.
+ */
+export function checkScriptTrusted(script: string): string {
+  const { problems, canonical } = hookProblems(script, 'full');
+  if (problems.length > 0) throw new TapdError('hook_untrusted', problems.join('; '));
+  return canonical;
 }
 
 export interface HookRun {
@@ -46,14 +63,15 @@ export interface HookRun {
  * CLOEXEC). Killed, with its whole process group, after the timeout.
  */
 export async function runHook(run: HookRun, log: Logger): Promise<void> {
+  let canonical: string;
   try {
-    checkScriptTrusted(run.script);
+    canonical = checkScriptTrusted(run.script); // again at every run: files change
   } catch (err) {
     log.error({ event: 'hook_refused', script: run.script, reason: (err as Error).message }, 'hook refused');
     throw err;
   }
   const env = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...run.env };
-  const child = spawn(run.script, run.args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, cwd: '/' });
+  const child = spawn(canonical, run.args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, cwd: '/' });
   let output = '';
   const collect = (chunk: Buffer) => {
     if (output.length < MAX_LOGGED_OUTPUT) output += chunk.toString('utf8').slice(0, MAX_LOGGED_OUTPUT - output.length);

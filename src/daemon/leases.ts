@@ -3,9 +3,12 @@
 // its entry is gone. Every change is appended to a journal in the state dir before the daemon
 // acts on it, so a crash loses nothing that a restart needs to reconcile.
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { ensureOwnDirectory, openOwnFile } from '../common/trust.js';
 import { TapdError } from '../errors/tapd-error.js';
+import { ifNameProblem } from '../sys/ifname.js';
+import { Mac } from '../sys/mac.js';
 
 export interface Lease {
   id: string;
@@ -43,6 +46,73 @@ type Entry = { start: Lease } | { end: string };
 const COMPACT_FACTOR = 4;
 const COMPACT_SLACK = 64;
 
+const MAX_ID = 0xfffffffe;
+const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
+  id: (v) => (typeof v === 'string' && /^[0-9a-f]{16}$/.test(v) ? undefined : 'must be 16 lowercase hex digits'),
+  ownerUid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_ID ? undefined : `must be an integer uid from 0 to ${MAX_ID}`),
+  pid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0x7fffffff ? undefined : 'must be a process id (an integer from 0)'),
+  network: (v) => nameProblem(v),
+  bridge: (v) => (v === null ? undefined : nameProblem(v)),
+  mac: (v) => macProblem(v),
+  mtu: (v) => (Number.isInteger(v) && (v as number) >= 68 && (v as number) <= 65535 ? undefined : 'must be an integer from 68 to 65535'),
+  queues: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 16 ? undefined : 'must be an integer from 1 to 16'),
+  vnetHdr: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
+  ifname: (v) => nameProblem(v),
+  ifindex: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 0x7fffffff ? undefined : 'must be an interface index (an integer from 1)'),
+  started: (v) => (typeof v === 'string' && v.length > 0 && v.length <= 64 ? undefined : 'must be a time stamp (a string of 1 to 64 characters)'),
+  upRan: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
+};
+
+function nameProblem(v: unknown): string | undefined {
+  if (typeof v !== 'string') return 'must be an interface name (a string)';
+  const p = ifNameProblem(v);
+  return p === undefined ? undefined : `${JSON.stringify(v)} ${p}`;
+}
+
+function macProblem(v: unknown): string | undefined {
+  try {
+    Mac.parse(v as string); // the kernel layer's one MAC rule (it checks the type too)
+    return undefined;
+  } catch {
+    return 'must be a MAC address such as 52:54:00:12:34:56';
+  }
+}
+
+/** write(2) until all of `text` is written. */
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
+}
+
+/** Opens a journal file for writing (creating it); the state dir vanishing is an error too. */
+function openForWrite(file: string, flags: number): number {
+  const fd = openOwnFile(file, flags | fsc.O_WRONLY | fsc.O_CREAT);
+  if (fd === undefined) throw new TapdError('state_invalid', `cannot create ${file}: its directory is gone; restart tapd`);
+  return fd;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Why a parsed journal line is not an entry tapd wrote, or undefined when it is one. */
+function entryProblem(v: unknown): string | undefined {
+  if (!isObject(v)) return `expected {"start": LEASE} or {"end": ID}, found ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`;
+  const keys = Object.keys(v);
+  if (keys.length !== 1 || (keys[0] !== 'start' && keys[0] !== 'end')) return `expected exactly one of "start" or "end", found ${JSON.stringify(keys)}`;
+  if ('end' in v) return LEASE_FIELDS.id(v.end) && `"end" ${LEASE_FIELDS.id(v.end)}`;
+  const lease = v.start;
+  if (!isObject(lease)) return `"start" must be a lease object, found ${lease === null ? 'null' : typeof lease}`;
+  for (const [field, check] of Object.entries(LEASE_FIELDS)) {
+    if (!(field in lease)) return `the lease has no "${field}"`;
+    const p = check(lease[field]);
+    if (p !== undefined) return `the lease's "${field}" ${p}`;
+  }
+  const extra = Object.keys(lease).find((k) => !(k in LEASE_FIELDS));
+  if (extra !== undefined) return `the lease has an unknown field "${extra}"`;
+  return undefined;
+}
+
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
   private readonly pending = new Map<string, Reservation>();
@@ -50,35 +120,58 @@ export class LeaseTable {
   private readonly retiring = new Map<string, Lease>();
   private readonly file: string;
 
+  /**
+   * The state dir must be tapd's own: owned by its euid, writable by nobody else, under
+   * directories only root (or tapd) can change (src/common/trust.ts). Throws TapdError
+   * ('state_untrusted') otherwise: a directory someone made first in /tmp is never used.
+   */
   constructor(stateDir: string) {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    this.file = path.join(stateDir, 'leases.journal');
+    this.file = path.join(ensureOwnDirectory(stateDir), 'leases.journal');
   }
 
   private journalLines = 0;
 
-  /** Leases recorded by an earlier run of the daemon (the caller reconciles them). */
+  /**
+   * Leases recorded by an earlier run of the daemon (the caller reconciles them). Every field of
+   * every line is checked: the journal decides which down hooks run. Anything but a missing
+   * journal or a last line cut short by a crash mid-append stops start-up with
+   * TapdError('state_invalid', 'FILE:LINE: ...').
+   */
   loadRecorded(): Lease[] {
+    const fd = openOwnFile(this.file, fsc.O_RDONLY);
+    if (fd === undefined) return []; // no journal yet: no leases
     let text: string;
     try {
-      text = readFileSync(this.file, 'utf8');
-    } catch {
-      return [];
+      text = readFileSync(fd, 'utf8');
+    } catch (e) {
+      throw new TapdError('state_invalid', `${this.file} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); fix it or move it aside (its leases' down hooks will not run) and start again`);
+    } finally {
+      closeSync(fd);
     }
     const recorded = new Map<string, Lease>();
     const lines = text.split('\n');
+    const damaged = (i: number, what: string): never => {
+      throw new TapdError('state_invalid', `${this.file}:${i + 1} ${what}; move the file aside (its leases' down hooks will not run) and start again`);
+    };
     lines.forEach((line, i) => {
-      if (line === '') return;
-      let entry: Entry;
+      const last = i === lines.length - 1;
+      if (line === '') {
+        if (last) return; // the newline ending the file
+        damaged(i, 'is empty (tapd writes no empty lines)');
+      }
+      let entry: unknown;
       try {
-        entry = JSON.parse(line) as Entry;
+        entry = JSON.parse(line);
       } catch {
         // Only the last line can be cut short (by a crash mid-append); anything else is damage.
-        if (i === lines.length - 1) return;
-        throw new TapdError('state_invalid', `${this.file}:${i + 1} is not valid JSON; move the file aside (its leases' down hooks will not run) and start again`);
+        if (last) return;
+        damaged(i, 'is not valid JSON');
       }
-      if ('start' in entry) recorded.set(entry.start.id, entry.start);
-      else recorded.delete(entry.end);
+      const problem = entryProblem(entry);
+      if (problem !== undefined) damaged(i, `is not a journal entry tapd writes: ${problem}`);
+      const e = entry as Entry;
+      if ('start' in e) recorded.set(e.start.id, e.start);
+      else recorded.delete(e.end);
     });
     return [...recorded.values()];
   }
@@ -86,18 +179,37 @@ export class LeaseTable {
   /**
    * Append one change: O(1), so a thousand leases cost no more per open than one. No fsync: the
    * journal has to survive a crash of the daemon (the page cache does), not of the machine (a
-   * reboot ends every TAP, and the state dir is in /run).
+   * reboot ends every TAP, and the state dir is in /run). O_NOFOLLOW, and checked on the fd.
    */
   private record(entry: Entry): void {
-    appendFileSync(this.file, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
+    const fd = openForWrite(this.file, fsc.O_APPEND);
+    try {
+      writeAll(fd, `${JSON.stringify(entry)}\n`);
+    } finally {
+      closeSync(fd);
+    }
     if (++this.journalLines > COMPACT_FACTOR * this.leases.size + COMPACT_SLACK) this.persist();
   }
 
-  /** Rewrite the journal as just the live leases, atomically (a crash leaves the old or the new). */
+  /**
+   * Rewrite the journal as just the live leases, atomically (a crash leaves the old or the new).
+   * The temporary file is created anew (O_CREAT|O_EXCL|O_NOFOLLOW): whatever is left at its
+   * name, a planted symlink included, is removed, never written through.
+   */
   persist(): void {
     const tmp = `${this.file}.tmp`;
     const lines = [...this.leases.values()].map((lease) => `${JSON.stringify({ start: lease })}\n`).join('');
-    writeFileSync(tmp, lines, { mode: 0o600 });
+    try {
+      unlinkSync(tmp); // left by a crash mid-rewrite; unlink never follows a link
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new TapdError('state_invalid', `cannot remove ${tmp}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    const fd = openForWrite(tmp, fsc.O_EXCL);
+    try {
+      writeAll(fd, lines);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.file);
     this.journalLines = this.leases.size;
   }

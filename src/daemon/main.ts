@@ -2,6 +2,7 @@
 import { lstatSync, unlinkSync, chownSync, mkdirSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { ensureOwnDirectory } from '../common/trust.js';
 import * as sys from '../sys/index.js';
 import { TapdError } from '../errors/tapd-error.js';
 import { serve } from './server.js';
@@ -104,9 +105,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   closeInheritedOnExec();
   const fd = activationFd();
   if (fd === undefined) await claimSocketPath(opts.socketPath);
+  // Before reading any state: the state dir must be ours alone (src/common/trust.ts), or we stop
+  // here and say why; a directory someone else made first could feed us leases and links.
+  const stateDir = ensureOwnDirectory(opts.stateDir);
   const log = createLogger(opts.logLevel);
   const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
-  const leases = new LeaseTable(opts.stateDir);
+  const leases = new LeaseTable(stateDir);
   const ctx: DaemonContext = {
     policy: load(),
     leases,

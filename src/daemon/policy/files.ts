@@ -1,5 +1,7 @@
-import { closeSync, fstatSync, openSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { closeSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, openTrusted, walk, type Finding } from '../../common/trust.js';
+import { hookProblems } from '../hooks.js';
 import type { Problem, Site } from './problem.js';
 
 /** Lines longer than this many bytes (without the newline) are an error; they are never split or truncated. */
@@ -35,75 +37,54 @@ function errnoText(e: unknown): string {
   }
 }
 
-/** Every directory above `p`, nearest first, ending with "/". */
-function ancestors(p: string): string[] {
-  const out: string[] = [];
-  let d = dirname(p);
-  for (;;) {
-    out.push(d);
-    const up = dirname(d);
-    if (up === d) return out;
-    d = up;
-  }
-}
-
 /**
- * Reads the files a policy is made of, and checks that nobody but root could have written them.
- * Problems are appended to `problems`; a path found unsafe is reported once.
+ * Reads the files a policy is made of, under the trust rule of src/common/trust.ts: nobody but
+ * root (or tapd's own uid) can have written them, or changed which file their path names.
+ * Problems are appended to `problems`; a component found unsafe is reported once.
  */
 export class ConfigFiles {
   /** Every file read, in the order read (for Policy.files). */
   readonly read: string[] = [];
   private readonly judged = new Set<string>();
 
-  constructor(private readonly problems: Problem[], private readonly checkOwnership: boolean) {}
+  constructor(private readonly problems: Problem[], private readonly checkOwnership: boolean,
+    private readonly hookScope: 'chain' | 'full' = 'chain') {}
 
   report(site: Site, message: string): void {
     this.problems.push({ ...site, message });
   }
 
-  /**
-   * Ownership rule: the file, and every directory up to "/" on both the path as written and
-   * the path after symbolic links, must be owned by root and not writable by group or others.
-   * A root-owned directory with the sticky bit (like /tmp) may be writable by all: nobody else can
-   * rename or remove what root put there. Returns false when something is unsafe.
-   */
-  private safe(path: string, site: Site): boolean {
-    if (!this.checkOwnership) return true;
-    let real: string;
-    try {
-      real = realpathSync(path);
-    } catch (e) {
-      this.report(site, `cannot read ${path}: ${errnoText(e)}`);
-      return false;
-    }
-    let ok = true;
-    for (const p of new Set([real, ...ancestors(path), ...ancestors(real)])) {
-      let st;
-      try {
-        st = statSync(p);
-      } catch (e) {
-        this.report(site, `cannot check ${p}: ${errnoText(e)}`);
-        ok = false;
-        continue;
-      }
-      const what = st.isDirectory() ? 'directory' : 'file';
-      const stickyRootDir = st.isDirectory() && st.uid === 0 && (st.mode & 0o1000) !== 0;
-      const bad: string[] = [];
-      if (st.uid !== 0) bad.push(`${what} ${p} is owned by uid ${st.uid}, not root (fix: chown root ${p})`);
-      if ((st.mode & 0o022) !== 0 && !stickyRootDir) {
-        const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
-        bad.push(`${what} ${p} is writable by group or others (mode ${mode}; fix: chmod go-w ${p})`);
-      }
-      if (bad.length > 0) {
-        ok = false;
-        if (!this.judged.has(p)) {
-          this.judged.add(p);
-          for (const message of bad) this.report(site, `${message}; tapd reads only configuration that only root can change`);
+  /** Reports why `given` was refused (each unsafe component once). */
+  private refuse(given: string, findings: Finding[], site: Site): void {
+    for (const f of findings) {
+      switch (f.flaw) {
+        case 'owner':
+        case 'writable': {
+          const key = `${f.path}\0${f.flaw}`;
+          if (this.judged.has(key)) break;
+          this.judged.add(key);
+          this.report(site, `${describe(f)}; tapd reads only configuration that only root can change`);
+          break;
         }
+        case 'missing':
+        case 'unreadable': this.report(site, `cannot read ${given}: ${f.errno ?? f.text}`); break;
+        case 'type': this.report(site, `${given} is not a regular file`); break;
+        default: this.report(site, `cannot read ${given}: ${describe(f)}`);
       }
     }
-    return ok;
+  }
+
+  /**
+   * A hook or bridge script named in the config (`up`, `down`, `bridge-script`): at load, a path
+   * whose directories or links someone other than root could change is refused (the script
+   * itself may be missing or not yet fixed: it is checked fully whenever it runs);
+   * `tapd --check-config` wants the script itself to be right too.
+   */
+  hook(path: string, site: Site): boolean {
+    if (!this.checkOwnership) return true;
+    const { problems } = hookProblems(path, this.hookScope);
+    for (const message of problems) this.report(site, message);
+    return problems.length === 0;
   }
 
   /** Is `path` a directory? undefined (reported) when it cannot be examined. */
@@ -118,10 +99,14 @@ export class ConfigFiles {
 
   /** The `*.conf` files of an include directory, in C-locale (byte) order; names starting with "." are skipped. */
   listDirectory(dir: string, site: Site): string[] | undefined {
-    if (!this.safe(dir, site)) return undefined;
+    const w = walk(dir, { trust: this.checkOwnership });
+    if (w.findings.length > 0) {
+      this.refuse(dir, w.findings, site);
+      return undefined;
+    }
     let names: string[];
     try {
-      names = readdirSync(dir);
+      names = readdirSync(w.path);
     } catch (e) {
       this.report(site, `cannot read directory ${dir}: ${errnoText(e)}`);
       return undefined;
@@ -138,26 +123,24 @@ export class ConfigFiles {
       this.report(site, `too many configuration files (more than ${MAX_FILES})`);
       return undefined;
     }
-    if (!this.safe(path, site)) return undefined;
+    // Walked, opened O_NOFOLLOW|O_NONBLOCK and judged on the fd: a FIFO cannot block us.
+    const o = openTrusted(path, { trust: this.checkOwnership });
+    if ('findings' in o) {
+      this.refuse(path, o.findings, site);
+      return undefined;
+    }
     let bytes: Buffer;
-    let fd: number | undefined;
     try {
-      fd = openSync(path, 'r');
-      const st = fstatSync(fd);
-      if (!st.isFile()) {
-        this.report(site, `${path} is not a regular file`);
-        return undefined;
-      }
-      if (st.size > MAX_FILE_BYTES) {
+      if (o.stat.size > MAX_FILE_BYTES) {
         this.report(site, `${path} is larger than ${MAX_FILE_BYTES} bytes`);
         return undefined;
       }
-      bytes = readFileSync(fd);
+      bytes = readFileSync(o.fd);
     } catch (e) {
       this.report(site, `cannot read ${path}: ${errnoText(e)}`);
       return undefined;
     } finally {
-      if (fd !== undefined) closeSync(fd);
+      closeSync(o.fd);
     }
     if (!this.read.includes(path)) this.read.push(path);
     return this.split(path, bytes);

@@ -14,6 +14,8 @@ export type * from './types.js';
 export interface LoadOptions {
   /** Check that every file and directory is root-owned and not group/other-writable (default true). */
   checkOwnership?: boolean;
+  /** Also refuse hooks that are missing or untrusted themselves (tapd --check-config); load checks the path to them. */
+  strictHooks?: boolean;
   /** Where user names are looked up (default /etc/passwd). For tests. */
   passwdFile?: string;
   /** Where group names are looked up (default /etc/group). For tests. */
@@ -23,6 +25,7 @@ export interface LoadOptions {
 function parse(path: string, opts: LoadOptions = {}): { policy: Policy; problems: ReturnType<typeof parseConfig>['problems'] } {
   const o: ParseOptions = {
     checkOwnership: opts.checkOwnership ?? true,
+    strictHooks: opts.strictHooks ?? false,
     passwdFile: opts.passwdFile ?? '/etc/passwd',
     groupFile: opts.groupFile ?? '/etc/group',
   };

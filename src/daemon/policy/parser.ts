@@ -91,6 +91,8 @@ export interface ParsedConfig {
 
 export interface ParseOptions extends AccountFiles {
   checkOwnership: boolean;
+  /** Hooks must exist and be right themselves, not only the path to them (tapd --check-config). */
+  strictHooks?: boolean;
 }
 
 const STATEMENTS = 'network, permit, deny, admin, limits, include or qemu-bridge-conf';
@@ -148,7 +150,7 @@ class Parser {
   private readonly accounts: Accounts;
 
   constructor(opts: ParseOptions) {
-    this.files = new ConfigFiles(this.problems, opts.checkOwnership);
+    this.files = new ConfigFiles(this.problems, opts.checkOwnership, opts.strictHooks ? 'full' : 'chain');
     this.accounts = new Accounts(opts);
   }
 
@@ -242,6 +244,7 @@ class Parser {
       this.at(c.line, v, `"${opt.text}" needs an absolute path to a file, not "${v.text}"`);
       return undefined;
     }
+    this.files.hook(v.text, this.site(c.line, v));
     return v.text;
   }
 

@@ -18,6 +18,7 @@
 import { closeSync, constants as fsc, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { TapdError } from '../errors/tapd-error.js';
+import type { ErrorCode } from '../errors/codes.js';
 
 /** As the kernel's MAXSYMLINKS: more links than this on one path is a loop (ELOOP). */
 export const MAX_SYMLINKS = 40;
@@ -248,7 +249,7 @@ export function ensureOwnDirectory(dir: string, what = 'state directory'): strin
  * followed) and checked on the fd: a regular file owned by the daemon's euid, writable by nobody
  * else, with one link (a hard link to someone's file is not ours). undefined when it does not exist.
  */
-export function openOwnFile(p: string, flags: number, code = 'state_invalid'): number | undefined {
+export function openOwnFile(p: string, flags: number, code: ErrorCode = 'state_invalid'): number | undefined {
   let fd: number;
   try {
     fd = openSync(p, flags | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o600);

@@ -10,6 +10,7 @@
  * before QEMU's socket closes (at exit): libvirt stops reading stderr once its fd receive fails.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -379,6 +380,8 @@ static void send_fd(int c, int fd)
 int main(int argc, char **argv)
 {
 	struct args a;
+	/* A reader gone from stderr or a socket must not kill us before the rest is cleaned up. */
+	signal(SIGPIPE, SIG_IGN);
 	parse_args(argc, argv, &a);
 	if (a.help) {
 		fputs(usage, stdout);

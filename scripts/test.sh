@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 ensure_deps
 
-echo "== build"
+echo "== build (TypeScript, and native/tapd-bridge-helper via native/build.sh)"
 npm run --silent build
 echo "== lint and type-check the tests"
 npx eslint src test

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from './helpers/netns.js';
 
-const HELPER_JS = path.join(DIST, 'cli/tapd-bridge-helper.js');
-const WRAPPER = path.join(ROOT, 'test/fixtures/tapctl/bridge-helper-wrapper.sh');
+// The built binary (npm run build: native/build.sh), exactly what install.sh puts in /usr/bin.
+const HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const DRIVER = path.join(ROOT, 'test/fixtures/tapctl/qemu-like-driver.mjs');
 
 // Bridges made before tapd starts, with a fixed low MAC (see test/tapctl.test.ts for why).
@@ -50,7 +50,7 @@ interface DriverResult {
 
 /** The helper at `n`, run by the QEMU-like driver as uid 65534 in the namespace. */
 function drive(n: number, helperArgs: string[], env: Record<string, string> = {}): DriverResult {
-  const r = ns.exec('node', [DRIVER, DIST, String(n), WRAPPER, ...helperArgs], { uid: NOBODY, env: { TAPD_SOCKET: daemon.socket, ...env } });
+  const r = ns.exec('node', [DRIVER, DIST, String(n), HELPER, ...helperArgs], { uid: NOBODY, env: { TAPD_SOCKET: daemon.socket, ...env } });
   expect(r.status, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as DriverResult;
 }
@@ -95,13 +95,13 @@ describe('driven like QEMU (socketpair, fd N, one recvmsg)', () => {
   });
 
   it('run by hand: usage errors and --help', () => {
-    const bad = ns.exec('node', [HELPER_JS, '--br=br0'], { uid: NOBODY });
+    const bad = ns.exec(HELPER, ['--br=br0'], { uid: NOBODY });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toBe('tapd-bridge-helper: missing --fd=N: QEMU runs this helper itself (-netdev bridge,br=BR,helper=PATH); see --help\n');
-    const notSocket = ns.exec('node', [HELPER_JS, '--fd=7', '--br=br0'], { uid: NOBODY });
+    const notSocket = ns.exec(HELPER, ['--fd=7', '--br=br0'], { uid: NOBODY });
     expect(notSocket.status).toBe(1);
     expect(notSocket.stderr).toMatch(/^tapd-bridge-helper: --fd=7 is not an open socket/);
-    const help = ns.exec('node', [HELPER_JS, '--help'], { uid: NOBODY });
+    const help = ns.exec(HELPER, ['--help'], { uid: NOBODY });
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/^Usage: tapd-bridge-helper \[--use-vnet\] --fd=N --br=BRIDGE/);
   });
@@ -122,10 +122,10 @@ describe('qemu-system-x86_64 -netdev bridge,helper=tapd-bridge-helper', () => {
   }
 
   it.each([
-    ['helper=PATH (execv)', `bridge,id=n0,br=br0,helper=${WRAPPER}`],
+    ['helper=PATH (execv)', `bridge,id=n0,br=br0,helper=${HELPER}`],
     ['helper="PATH --socket=..." (sh -c)', 'SOCKET'],
   ])('QEMU starts with its TAP on br0: %s', async (_name, netdev) => {
-    const spec = netdev === 'SOCKET' ? `bridge,id=n0,br=br0,helper=${WRAPPER} --socket=${daemon.socket}` : netdev;
+    const spec = netdev === 'SOCKET' ? `bridge,id=n0,br=br0,helper=${HELPER} --socket=${daemon.socket}` : netdev;
     const q = qemu(spec);
     try {
       expect(await until(() => taps().length === 1 || q.proc.exitCode !== null, 20_000), q.output()).toBe(true);
@@ -142,7 +142,7 @@ describe('qemu-system-x86_64 -netdev bridge,helper=tapd-bridge-helper', () => {
   });
 
   it('a denied user: QEMU fails with our message and no device is left', async () => {
-    const q = qemu(`bridge,id=n0,br=br1,helper=${WRAPPER}`);
+    const q = qemu(`bridge,id=n0,br=br1,helper=${HELPER}`);
     const code = await q.exit;
     expect(code).not.toBe(0);
     expect(q.output()).toMatch(/^tapd-bridge-helper: no TAP on br1: [^\n]+$/m);

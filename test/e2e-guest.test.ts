@@ -14,7 +14,7 @@ import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle 
 const isRoot = process.getuid?.() === 0;
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');
 const START_EXAMPLE = path.join(ROOT, 'scripts/qemu-start-example');
-const HELPER_WRAPPER = path.join(ROOT, 'test/fixtures/tapctl/bridge-helper-wrapper.sh');
+const HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 
 const CONFIG = `
 network lan bridge br0
@@ -131,7 +131,7 @@ describe.skipIf(!isRoot)('guests on the sandbox LAN through tapd', { timeout: 20
   it('qemu -netdev bridge,helper=tapd-bridge-helper', async () => {
     const mac = `52:54:00:${[0, 0, 0].map(() => randomInt(256).toString(16).padStart(2, '0')).join(':')}`;
     const args = guestArgs({ model: 'virtio-net-pci', mac });
-    const b = await boot(asNobody(['qemu-system-x86_64', ...args, '-netdev', `bridge,id=n0,br=br0,helper=${HELPER_WRAPPER}`]), {
+    const b = await boot(asNobody(['qemu-system-x86_64', ...args, '-netdev', `bridge,id=n0,br=br0,helper=${HELPER}`]), {
       env: { TAPD_SOCKET: daemon!.socket },
     });
     expectOnline(b, 'qemu -netdev bridge,helper=', mac);

@@ -4,7 +4,6 @@ import {
   assignChildFds, openRequest, parseNicSpec, parseRedir, qemuArgv, resolveNic, resolveNics, runArgv,
   tapNicArgs, translateRedir, userNetArgs, type Granted, type Nic,
 } from '../src/cli/qemu-args.js';
-import { parseHelperArgs } from '../src/cli/bridge-helper-args.js';
 import { exitStatus } from '../src/cli/launch.js';
 import { formatDuration, formatLeases } from '../src/cli/format.js';
 import { UsageError } from '../src/cli/usage-error.js';
@@ -199,28 +198,7 @@ describe('-redir translation', () => {
   });
 });
 
-describe('tapd-bridge-helper arguments', () => {
-  it('takes what QEMU passes', () => {
-    expect(parseHelperArgs(['--use-vnet', '--fd=8', '--br=br0'])).toEqual({ help: false, useVnet: true, fd: 8, bridge: 'br0' });
-    expect(parseHelperArgs(['--socket=/tmp/t.sock', '--fd=12', '--br=lan'])).toEqual({ help: false, useVnet: false, fd: 12, bridge: 'lan', socket: '/tmp/t.sock' });
-    expect(parseHelperArgs(['--help']).help).toBe(true);
-  });
-
-  it.each([
-    [[], /missing --fd=N/],
-    [['--fd=8'], /missing --br=BRIDGE/],
-    [['--fd', '8', '--br=br0'], /--fd=N needs a file descriptor number/],
-    [['--fd=x', '--br=br0'], /--fd=N needs/],
-    [['--fd=1', '--br=br0'], /standard input\/output/],
-    [['--fd=8', '--br='], /--br=BRIDGE needs/],
-    [['--fd=8', '--br=a b'], /--br=BRIDGE needs/],
-    [['--fd=8', '--br=br0', '--br=br1'], /--br given twice/],
-    [['--fd=8', '--br=br0', '--use-vnet=1'], /takes no value/],
-    [['--fd=8', '--br=br0', '--verbose'], /unknown argument "--verbose"/],
-  ])('rejects %j', (argv, message) => {
-    expect(() => parseHelperArgs(argv)).toThrow(message);
-  });
-});
+// tapd-bridge-helper's arguments: test/bridge-helper-native.test.ts (the helper is C now).
 
 describe('output and statuses', () => {
   it('exit status: code as is, signal as 128+N', () => {

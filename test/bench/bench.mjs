@@ -5,7 +5,7 @@
 // It measures, against a real tapd running in that namespace:
 //   1. open latency (request sent → bridged, up TAP fd in the client's hand) of tapd and its peers
 //      (qemu-bridge-helper driven the way QEMU drives it, iproute2, the in-process ioctl floor);
-//   2. whole-command latency (tapctl run, tapd-bridge-helper) with Node's start-up included;
+//   2. whole-command latency (tapctl run with Node's start-up included; the C tapd-bridge-helper);
 //   3. cold start through systemd-socket-activate;
 //   4. 1, 8 and 64 clients opening at once;
 //   5. 1000 live leases on one bridge: memory, latency, teardown, and that nothing is left;
@@ -33,7 +33,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = path.join(ROOT, 'dist');
 const TAPD = path.join(DIST, 'cli/tapd.js');
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');
-const BRIDGE_HELPER = path.join(DIST, 'cli/tapd-bridge-helper.js');
+const BRIDGE_HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const WORKER = path.join(ROOT, 'test/bench/worker.mjs');
 const QEMU_HELPER = '/usr/lib/qemu/qemu-bridge-helper';
 const BRIDGE_CONF = '/etc/qemu/bridge.conf';
@@ -404,6 +404,14 @@ function builtCli(file) {
   return null;
 }
 
+/** The C bridge helper (npm run build → native/build.sh): a reason to skip its row, or null. */
+function builtHelper(file) {
+  if (!existsSync(file)) return `not built (${path.relative(ROOT, file)} missing)`;
+  const r = sh(file, ['--help'], { allowFail: true });
+  if (r.status !== 0) return `not built (${path.relative(ROOT, file)} --help exited ${r.status}: ${(r.stderr || '').split('\n')[0]})`;
+  return null;
+}
+
 async function setup() {
   if (!res.dir) res.dir = ownTempDir('tapd-bench-');
   if (!res.shm) res.shm = ownTempDir('tapd-bench-', '/dev/shm');
@@ -596,13 +604,13 @@ async function phaseCommands(daemon) {
       note(`tapctl run failed, row skipped: ${err.message.split('\n')[0]}`);
     }
   }
-  const helperProblem = builtCli(BRIDGE_HELPER);
+  const helperProblem = builtHelper(BRIDGE_HELPER);
   if (helperProblem) {
     R.e2e_command_ms['tapd-bridge-helper'] = { skipped: helperProblem };
     note(`tapd-bridge-helper: ${helperProblem}; row skipped`);
   } else {
     try {
-      const rows = await qdrive(['helper', String(N_CMD), 'lan', '-p', '--', NODE, BRIDGE_HELPER, `--socket=${res.socket}`],
+      const rows = await qdrive(['helper', String(N_CMD), 'lan', '-p', '--', BRIDGE_HELPER, `--socket=${res.socket}`],
         { user: true, pace: paced() });
       R.e2e_command_ms['tapd-bridge-helper'] = { ...summary(rows.map((r) => r.ms)), what: 'run as QEMU runs a helper (socketpair, fork, exec, recvmsg, waitpid), uid 65534' };
     } catch (err) {
@@ -905,7 +913,7 @@ function report() {
   line('');
 
   const E = R.e2e_command_ms;
-  line(`2. Whole commands (fork → exit; ${N_CMD} runs; Node start-up included)`);
+  line(`2. Whole commands (fork → exit; ${N_CMD} runs; Node start-up included where they are Node)`);
   const peers2 = [['qbh', E['qemu-bridge-helper']?.p50], ['node -e 0', E.node_startup?.p50], ['tapd in-process', M.tapd.open_ms.p50]];
   const peers2p99 = [['qbh', E['qemu-bridge-helper']?.p99], ['node -e 0', E.node_startup?.p99], ['tapd in-process', M.tapd.open_ms.p99]];
   const row2 = (name, s) => (s.skipped ? [name, '—', s.skipped, '—', ''] : [
@@ -1059,7 +1067,7 @@ function deriveNotes() {
       + `+ the open ~${fmt(M['tapd-sync'].open_ms.p50)} ms + the rest (tapctl's own modules incl. commander, fork/exec of the command, teardown at exit) ${fmt(tc.p50 - E.node_import_client.p50 - M['tapd-sync'].open_ms.p50)} ms.`);
   }
   const bh = R.e2e_command_ms['tapd-bridge-helper'];
-  if (bh && !bh.skipped) note(`tapd-bridge-helper: ${fmt(bh.p50)} ms per QEMU NIC vs qemu-bridge-helper ${fmt(M['qemu-bridge-helper'].open_ms.p50)} ms (${fmtRatio(ratio(bh.p50, M['qemu-bridge-helper'].open_ms.p50))}), almost all Node start-up: it is paid once per NIC at VM start.`);
+  if (bh && !bh.skipped) note(`tapd-bridge-helper: ${fmt(bh.p50)} ms per QEMU NIC vs qemu-bridge-helper ${fmt(M['qemu-bridge-helper'].open_ms.p50)} ms (${fmtRatio(ratio(bh.p50, M['qemu-bridge-helper'].open_ms.p50))}): a static C program (native/), so no Node start-up; what is left is fork/exec plus one tapd open.`);
   note('The daemon ran as root here (the bench runs as root), not as user tapd with only CAP_NET_ADMIN as in tapd.service; qemu-bridge-helper ran as root too (it is not setuid on this host). Neither changes the kernel work measured.');
   note(`This machine is shared and noisy (2 cores, other jobs running): p99 of small samples (${N_CMD}, ${N_COLD}) is close to the max and moves between runs.`);
 }

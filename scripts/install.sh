@@ -9,7 +9,8 @@
 # What goes where (PREFIX=/usr):
 #   /usr/lib/tapd/                 package.json, dist/, production node_modules/,
 #                                  hooks/qemu-ifup, hooks/qemu-ifdown (samples),
-#                                  tapd-bridge-up (uplink bridge script), install-manifest
+#                                  tapd-bridge-up (uplink bridge script), tapd-run (tapd as
+#                                  the unit runs it, for hosts without systemd), install-manifest
 #   /usr/bin/tapd, tapctl          sh wrappers: exec NODE /usr/lib/tapd/dist/cli/X.js "$@"
 #   /usr/bin/tapd-bridge-helper    a static C program, compiled here from native/ (needs cc
 #                                  and libc6-dev); no setuid bit, no capabilities
@@ -18,6 +19,9 @@
 #                                  touched, the new default goes to tapd.conf.dist-new
 #   /usr/share/polkit-1/actions/org.tapd.policy
 #   /usr/share/doc/tapd/sudoers.sample   (not enabled), and docs/*.md
+#   /usr/share/man/man{1,5,8}/       tapctl(1), tapd.conf(5), tapd(8), tapd-bridge-helper(8)
+#                                  (generated from --help and docs/policy.md by docs/man/gen-man.mjs)
+#   /usr/share/bash-completion/completions/tapctl, /usr/share/zsh/vendor-completions/_tapctl
 #   the `tapd` system user and group (not with DESTDIR unless --create-user)
 #
 # Everything is root:root, files 0644 or 0755, directories 0755, and the script
@@ -86,10 +90,17 @@ confdir=${sysconfdir%/}/tapd
 
 [ "$(id -u)" = 0 ] || die "run as root (packagers without root: fakeroot $0 --destdir DIR)"
 
+# Two owners of /usr/lib/tapd would undo each other: the Debian package's files belong to dpkg.
+if [ -z "$destdir" ] && command -v dpkg-query >/dev/null &&
+  dpkg-query -W -f='${Status}' tapd 2>/dev/null | grep -q ' installed$'; then
+  die "the Debian package tapd is installed: upgrade it with apt or dpkg (or remove it first: dpkg --purge tapd)"
+fi
+
 src=$(cd "$(dirname "$0")/.." && pwd -P)
 for f in dist/cli/tapd.js dist/cli/tapctl.js package.json package-lock.json \
          native/build.sh native/tapd-bridge-helper.c native/tapd-reply.c native/tapd-reply.h \
-         systemd/tapd.socket systemd/tapd.service systemd/tapd.sudoers.sample; do
+         systemd/tapd.socket systemd/tapd.service systemd/tapd.sudoers.sample scripts/tapd-run \
+         docs/man/gen-man.mjs completion/tapctl.bash completion/_tapctl; do
   [ -f "$src/$f" ] || die "$src/$f is missing (build first: npm ci && npm run build)"
 done
 
@@ -250,6 +261,14 @@ cp "$src/package.json" "$src/package-lock.json" "$work/npm/"
 if [ -d "$work/npm/node_modules" ]; then
   rm -f "$work/npm/node_modules/.package-lock.json"
   cp -R "$work/npm/node_modules" "$stage/node_modules"
+  # What the packages publish for their own development is not needed to run them: tests,
+  # benchmarks, docs sites and images, dotfiles (.github/, .eslintrc, .gitattributes, ...).
+  find "$stage/node_modules" -depth -name '.*' -exec rm -rf {} +
+  for pkg in "$stage"/node_modules/* "$stage"/node_modules/@*/*; do
+    [ -d "$pkg" ] || continue
+    (cd "$pkg" && rm -rf test tests benchmarks benchmark docs docsify examples example \
+      ./*.png favicon.ico index.html CNAME CONTRIBUTING.md inc-version.sh)
+  done
 fi
 
 # Sample up/down hooks (QEMU's `script IFNAME` convention) under hooks/; the
@@ -263,6 +282,9 @@ for h in hooks/qemu-ifup hooks/qemu-ifdown tapd-bridge-up; do
     note "scripts/${h#hooks/} not in the source tree: $libdir/$h not installed"
   fi
 done
+# The command line of tapd.service for hosts without systemd, with this prefix's tapd.
+sed "s|/usr/bin/tapd |$bindir/tapd |g; s|/etc/tapd/|$confdir/|g" "$src/scripts/tapd-run" >"$stage/tapd-run"
+chmod 0755 "$stage/tapd-run"
 
 # Normalize: root:root, directories 0755, files 0755 when executable else 0644,
 # nothing else (no symlinks, devices or fifos: they could point anywhere).
@@ -331,6 +353,26 @@ for doc in "$src"/docs/*.md; do
   record "file $docdir/${doc##*/}"
 done
 record "dir $docdir"
+
+# Man pages, generated here from the built programs' --help and docs/policy.md (so they match
+# this build), compressed without a timestamp so that a second run changes nothing.
+mkdir "$work/man"
+"$runnode" "$src/docs/man/gen-man.mjs" --dist "$src/dist" --out "$work/man" </dev/null >"$work/man.log" 2>&1 || {
+  cat "$work/man.log" >&2
+  die "generating the man pages failed"
+}
+for page in "$work"/man/*.[158]; do
+  [ -f "$page" ] || die "no man pages were generated"
+  gzip -9n <"$page" >"$page.gz"
+  sect=${page##*.}
+  put 0644 "$page.gz" "${prefix%/}/share/man/man$sect/${page##*/}.gz"
+  record "file ${prefix%/}/share/man/man$sect/${page##*/}.gz"
+done
+
+put 0644 "$src/completion/tapctl.bash" "${prefix%/}/share/bash-completion/completions/tapctl"
+record "file ${prefix%/}/share/bash-completion/completions/tapctl"
+put 0644 "$src/completion/_tapctl" "${prefix%/}/share/zsh/vendor-completions/_tapctl"
+record "file ${prefix%/}/share/zsh/vendor-completions/_tapctl"
 
 # The configuration belongs to the admin once it exists: never overwritten.
 if [ -f "$src/systemd/tapd.conf" ]; then
@@ -411,10 +453,23 @@ fi
 if [ -n "$destdir" ]; then
   say "Installed into DESTDIR $destdir. The target still needs the tapd system user and group
 (useradd --system --gid tapd --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tapd)."
-else
+elif [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
   say "Next steps:
   systemctl daemon-reload && systemctl enable --now tapd.socket
   usermod -aG tapd YOU          # who may use the socket; log in again afterwards
   edit $confdir/tapd.conf, then check it: $bindir/tapd --check-config
   (if tapd was already running: systemctl restart tapd.service)"
+else
+  # No systemd as init (sysvinit, OpenRC, runit, a container): nothing binds the socket for
+  # tapd, so it is started directly, as the unit would run it.
+  say "Next steps (systemd is not running here, so the units are installed but unused):
+  usermod -aG tapd YOU          # who may use the socket; log in again afterwards
+  edit $confdir/tapd.conf, then check it: $bindir/tapd --check-config
+  start tapd as root from your init system (it stays in the foreground, logs to stdout):
+    $libdir/tapd-run
+  which creates /run/tapd (owner tapd) and runs, with the unit's user and only capability:
+    setpriv --reuid tapd --regid tapd --init-groups --inh-caps -all,+net_admin \\
+      --ambient-caps -all,+net_admin --bounding-set -all,+net_admin --no-new-privs -- \\
+      $bindir/tapd --config $confdir/tapd.conf --socket /run/tapd/tapd.sock \\
+      --state-dir /run/tapd/state --socket-mode 0660"
 fi

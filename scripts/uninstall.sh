@@ -8,6 +8,8 @@
 # /etc/tapd/tapd.conf is removed only while it is still the default install.sh
 # put there; an edited one stays unless --purge. --purge also removes
 # tapd.conf.dist-new, the tapd user and group, and /run/tapd.
+# What `systemctl enable` made (the sockets.target.wants/ symlink) goes too, also when
+# systemd is not running (enabled in a chroot, or the host has since left systemd).
 set -eu
 export LC_ALL=C
 
@@ -89,6 +91,15 @@ while read -r kind path sum; do
     *) die "bad manifest line: $kind $path" ;;
   esac
 done <"$manifest"
+
+# `systemctl enable tapd.socket` (or tapd.service, whose Also= enables the socket) links the
+# units into a target's .wants/ directory; systemctl disable above does the same when it can.
+for link in "$destdir"/etc/systemd/system/*.wants/tapd.socket "$destdir"/etc/systemd/system/*.wants/tapd.service; do
+  [ -L "$link" ] || continue
+  rm -f "$link"
+  say "removed    ${link#"$destdir"}"
+  rmdir "$(dirname "$link")" 2>/dev/null || true
+done
 
 rm -rf "$destdir$libdir"
 say "removed    $libdir/"

@@ -152,7 +152,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
         // The emulator holds the fds now, or nobody does and the device goes with ours.
         for (const fd of fds) closeAsync(fd, () => {});
         ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_pid: peer.pid,
-          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, reason: p.permit.reason }, ok ? 'lease started' : 'reply not delivered; lease ends');
+          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, result: ok ? 'granted' : 'undelivered', reason: p.permit.reason }, ok ? 'lease started' : 'reply not delivered; lease ends');
       },
     };
   } catch (err) {

@@ -416,7 +416,8 @@ export class OvsdbClient {
         throw new OvsdbError('refused', `Open vSwitch's database refused ${what} of a transaction: ${error}${details ? `: ${details}` : ''}`);
       }
     }
-    for (let i = 0; i < ops.length; i++) if (result[i] === null) throw bad('a result for every operation', result);
+    // Nothing failed: every operation has a result and there is no commit error element.
+    if (result.length !== ops.length || result.some((r) => r === null)) throw bad('a result for every operation', result);
     return result.slice(0, ops.length).map((r, i) => checkResult(ops[i] as OvsdbOperation, r as Record<string, unknown>));
   }
 

@@ -317,4 +317,22 @@ describe('OvsdbClient against canned replies', () => {
     expect(e2.failure).toBe('ovn');
     expect(e2.message).toMatch(/did not install tap2 \(iface-id lp2\) within 300 ms; check that ovn-controller runs/);
   });
+
+  it('attachPort takes the port off again when the wait fails', async () => {
+    const srv = await fakeServer((req) => {
+      if (req.method !== 'transact') return ok(req, {});
+      const ops = req.params.slice(1) as Array<Record<string, unknown>>;
+      if (ops[0]?.op === 'wait') return ok(req, [{}, {}, { uuid: ['uuid', U1] }, { uuid: ['uuid', U2] }, { count: 1 }, {}]);
+      if (ops[0]?.op === 'select' && ops[0].table === 'Interface') {
+        return ok(req, [{ rows: [{ name: 'tap3', ofport: -1, error: 'could not open network device tap3 (No such device)', external_ids: ['map', []] }] }]);
+      }
+      if (ops[0]?.op === 'select') return ok(req, [{ rows: [{ _uuid: ['uuid', U2], external_ids: ['map', [['tapd-lease', 'L3']]] }] }]);
+      return ok(req, [{ count: 1 }, {}]);
+    });
+    const db = await client(srv.path);
+    const e = await failure(db.attachPort({ bridge: 'br-int', port: 'tap3', mac: '52:54:00:12:34:56', leaseId: 'L3', ifaceId: 'lp' }, { timeoutMs: 5000 }));
+    expect(e.failure).toBe('port');
+    const last = srv.requests.at(-1)?.params[1] as Record<string, unknown>;
+    expect(last).toEqual({ op: 'mutate', table: 'Bridge', where: [['ports', 'includes', ['set', [['uuid', U2]]]]], mutations: [['ports', 'delete', ['set', [['uuid', U2]]]]] });
+  });
 });

@@ -275,11 +275,13 @@ export class OvsdbClient {
   private closedBy: OvsdbError | undefined;
   readonly socketPath: string;
   readonly timeoutMs: number;
+  readonly maxMessageBytes: number;
 
   private constructor(sock: net.Socket, socketPath: string, timeoutMs: number, maxMessageBytes: number) {
     this.sock = sock;
     this.socketPath = socketPath;
     this.timeoutMs = timeoutMs;
+    this.maxMessageBytes = maxMessageBytes;
     this.stream = new JsonStream(maxMessageBytes);
     sock.on('data', (d: Buffer) => this.onData(d));
     sock.on('error', (err) => this.fail(new OvsdbError('connect', `the connection to Open vSwitch's database at ${socketPath} failed (${(err as NodeJS.ErrnoException).code ?? err.message}); check that ovsdb-server runs`, { cause: err })));
@@ -606,6 +608,25 @@ export class OvsdbClient {
     } finally {
       this.monitors.delete(monitorId);
       if (monitoring && !this.closedBy) await this.call('monitor_cancel', [monitorId]).catch(() => {});
+    }
+  }
+
+  /**
+   * The open path in one call: addPort, then waitInterface (ovn-installed too when the spec has
+   * an iface-id and `ovnInstalled` is not false). If the wait fails, the port is removed again
+   * before the error is thrown, so a failed open leaves no port; should that removal fail too
+   * (the database went away), the startup reconcile finds the port by its tapd-lease mark.
+   */
+  async attachPort(spec: LeasePortSpec, opts: { timeoutMs: number; ovnInstalled?: boolean }): Promise<InterfaceState> {
+    await this.addPort(spec);
+    try {
+      return await this.waitInterface(spec.port, { timeoutMs: opts.timeoutMs, ovnInstalled: opts.ovnInstalled ?? spec.ifaceId !== undefined });
+    } catch (err) {
+      // A call that timed out closed this connection: undo on a fresh one.
+      const undo = async (db: OvsdbClient) => db.deletePort(spec.port, spec.leaseId);
+      if (!this.closed) await undo(this).catch(() => {});
+      else await withOvsdb({ socketPath: this.socketPath, timeoutMs: this.timeoutMs, maxMessageBytes: this.maxMessageBytes }, undo).catch(() => {});
+      throw err;
     }
   }
 

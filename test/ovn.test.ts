@@ -3,11 +3,12 @@
 // installs it, a test guest on each gets its address from OVN's native DHCP and guest a fetches a
 // page from guest b across Geneve. Then the failure paths: nothing stale is left on the switch.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { OvsdbClient, OvsdbError } from '../src/daemon/ovsdb.js';
 import { ensureGuest, guestArgs, runGuest, type GuestRun } from './helpers/guest.js';
 import { SANDBOX_SH } from './helpers/lan.js';
-import { NOBODY } from './helpers/netns.js';
+import { DIST, NOBODY } from './helpers/netns.js';
 import { OVN_PORTS, OVN_ROUTER, startOvnLab, type Hypervisor, type OvnLab } from './helpers/ovn.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -64,6 +65,32 @@ describe.skipIf(!isRoot || !haveOvn)('lease ports on OVN (two userspace-datapath
     const c = await db(L().hv.a);
     expect(await c.bridge('br-int')).toEqual({ name: 'br-int', datapathType: 'netdev' });
     expect(await c.bridge('br-nope')).toBeNull();
+  });
+
+  it('tapd\'s own user reaches ovsdb-server only once the admin lets it (the socket is 0750 root:root)', () => {
+    const { a } = L().hv;
+    // What the daemon (User=tapd, CAP_NET_ADMIN only) would run; nobody plays it here.
+    const probe = `import { OvsdbClient } from ${JSON.stringify(path.join(DIST, 'daemon/ovsdb.js'))};
+      try { const db = await OvsdbClient.connect({ socketPath: process.argv[1], timeoutMs: 5000 });
+        console.log(JSON.stringify(await db.bridge('br-int'))); db.close(); }
+      catch (e) { console.log(JSON.stringify({ failure: e.failure, message: e.message })); }`;
+    const run = () => {
+      const r = a.ns.exec('node', ['--input-type=module', '-e', probe, a.dbSock], { uid: NOBODY, gid: NOBODY });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    };
+    const denied = run();
+    expect(denied.failure).toBe('connect');
+    expect(String(denied.message)).toContain('EACCES');
+    // The grant an admin adds after ovsdb-server starts (docs/ovn.md): group write on the socket.
+    chownSync(a.dbSock, 0, NOBODY);
+    chmodSync(a.dbSock, 0o770);
+    try {
+      expect(run()).toEqual({ name: 'br-int', datapathType: 'netdev' });
+    } finally {
+      chmodSync(a.dbSock, 0o750);
+      chownSync(a.dbSock, 0, 0);
+    }
   });
 
   it('ports added through the client carry traffic: OVN DHCP on each guest, a fetch across Geneve', async () => {

@@ -4,9 +4,9 @@
 // tapd-lease (so tapd finds its own ports again), and take it off when the lease ends.
 //
 // Why the database protocol and not ovs-vsctl:
-// - cost per open: ovs-vsctl is a process (fork+exec, a Python-free but still ~10-20 ms C program
-//   that downloads the whole schema's tables it touches) per call; one request on a Unix socket
-//   is well under a millisecond and reads only the rows we ask for;
+// - cost per open: ovs-vsctl is a process per call that reads whole tables before it writes
+//   (measured here on a near-empty database: add-port 8 ms, del-port 4 ms, with --no-wait);
+//   connect + one transaction + close on the Unix socket is ~0.5 ms and reads only our rows;
 // - no shell and no argument quoting: ovs-vsctl parses `key=value` words itself, so an iface-id
 //   or name with '=' ',' '"' or '{' would need escaping rules of its own; here values are JSON;
 // - exact errors: a transaction answers per operation ("constraint violation" with the column and

@@ -1,7 +1,11 @@
 # Installs what tapd's build, tests, demo and bench need, only where missing. Sourced.
 TAPD_DEBS=(qemu-system-x86 qemu-system-common dnsmasq-base busybox-static tcpdump iproute2 util-linux
   gcc libc6-dev cpio xz-utils zstd polkitd pkexec dbus-daemon systemd procps
-  dpkg-dev lintian mandoc man-db fakeroot)
+  dpkg-dev lintian mandoc man-db fakeroot
+  openvswitch-switch openvswitch-common ovn-central ovn-host ethtool)
+# Daemons that the packages above would start as services; tests start their own, by hand, in
+# namespaces (test/helpers/ovn.ts), so none may run in the root namespace.
+TAPD_NO_SERVICES=(ovsdb-server ovs-vswitchd ovn-northd ovn-controller)
 
 ensure_deps() {
   if [ "$(id -u)" != 0 ]; then
@@ -15,8 +19,31 @@ ensure_deps() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Maintainer scripts start services through invoke-rc.d / deb-systemd-invoke, which both
+    # ask policy-rc.d first: 101 = "action forbidden". Only ours if none was there.
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\n# tapd deps.sh: no service starts during package installs\nexit 101\n' >"$policy"
+      chmod 0755 "$policy"
+      ours=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    [ $ours = 1 ] && rm -f "$policy"
+    [ $rc = 0 ] || { echo "apt-get install ${missing[*]} failed ($rc)" >&2; exit 1; }
   fi
+  # Refuse to go on beside such a daemon in the root namespace (tests must not share or disturb it).
+  local d pid root_ns
+  root_ns=$(readlink /proc/1/ns/net)
+  for d in "${TAPD_NO_SERVICES[@]}"; do
+    for pid in $(pgrep -x "$d" || true); do
+      if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$root_ns" ]; then
+        echo "$d (pid $pid) runs in the root network namespace; stop it (e.g. 'service openvswitch-switch stop')" \
+          "before tapd's tests, which start their own inside namespaces" >&2
+        exit 1
+      fi
+    done
+  done
   # ffi-rs ships its binary as an optional dependency: never --omit=optional.
   if [ ! -d node_modules/ffi-rs ] || [ ! -d node_modules/vitest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     echo "== installing npm packages"

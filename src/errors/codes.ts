@@ -12,7 +12,7 @@ export const PEER_ERROR_CODES = [
 
 /** Codes that stay on the side that raised them (daemon start-up, kernel calls, the clients). */
 export const LOCAL_ERROR_CODES = [
-  'system_error', 'state_invalid', 'state_untrusted', 'hook_untrusted', 'invalid_name', 'invalid_queues',
+  'system_error', 'ovs_failed', 'state_invalid', 'state_untrusted', 'hook_untrusted', 'invalid_name', 'invalid_queues',
   'not_running', 'no_access', 'protocol', 'timeout', 'usage', 'launch_failed', 'refused', 'send_failed',
 ] as const;
 

@@ -3,7 +3,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import * as sys from '../sys/index.js';
-import { closeOnExecAll } from './fd-hygiene.js';
 import { LaunchError } from './launch-error.js';
 
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -53,7 +52,7 @@ function started(child: ChildProcess, file: string): Promise<void> {
 export async function launch(opts: LaunchOptions): Promise<number> {
   let child: ChildProcess;
   try {
-    closeOnExecAll();
+    sys.closeOnExecAll();
     child = spawn(opts.file, opts.args, {
       stdio: ['inherit', 'inherit', 'inherit', ...opts.tapFds],
       env: opts.env ?? process.env,

@@ -10,7 +10,6 @@ import * as sys from '../sys/index.js';
 import { VERSION } from '../version.js';
 import { EXIT, EXIT_CODES_HELP, errorLine, exitCodeFor } from './exit-codes.js';
 import { formatLeases, formatStatus } from './format.js';
-import { closeOnExecAll } from './fd-hygiene.js';
 import { launch } from './launch.js';
 import { LaunchError } from './launch-error.js';
 import { getpwuid } from '../common/accounts.js';
@@ -366,5 +365,5 @@ program.command('reload')
 
 // First thing, while /proc/self is still readable: after sudo's setuid the process is not dumpable
 // and /proc/self/fd belongs to root. Fds opened later are Node's own, all close-on-exec.
-closeOnExecAll();
+sys.closeOnExecAll();
 await program.parseAsync();

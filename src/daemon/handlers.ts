@@ -14,6 +14,7 @@ import { PROTOCOL_VERSION, type Request, type OpenRequest, type ListRequest, typ
 import { VERSION } from '../version.js';
 import type { DaemonContext, Peer } from './context.js';
 import { leaseInfo, open, plan } from './open.js';
+import { POLKIT_ACTION_ADMIN } from './polkit.js';
 import { endLease } from './reaper.js';
 
 export type Who = 'anyone' | 'admin' | 'policy';
@@ -27,7 +28,7 @@ export interface Reply {
 }
 
 /** What a handler may say to the client before its reply (a `pending` frame). */
-export type Progress = (body: Record<string, unknown>) => void;
+type Progress = (body: Record<string, unknown>) => void;
 
 type Row<K extends Request['op']> = { who: Who; run: (ctx: DaemonContext, peer: Peer, req: Extract<Request, { op: K }>, progress: Progress) => Promise<Reply> };
 
@@ -46,7 +47,7 @@ export const HANDLERS: { [K in Request['op']]: Row<K> } = {
 
 /** root, an `admin` rule of tapd.conf, or polkit's org.tapd.admin. */
 export async function isAdmin(ctx: DaemonContext, peer: Peer): Promise<boolean> {
-  return ctx.policy.isAdmin(peer) || ctx.polkitAllows(peer, 'org.tapd.admin');
+  return ctx.policy.isAdmin(peer) || ctx.polkitAllows(peer, POLKIT_ACTION_ADMIN);
 }
 
 async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest, progress: Progress): Promise<Reply> {

@@ -2,6 +2,7 @@
 // Quotas are counted from this table (reservations included), so a slot is free exactly when
 // its entry is gone. Every change is appended to a journal in the state dir before the daemon
 // acts on it, so a crash loses nothing that a restart needs to reconcile.
+import { MAX_QUEUES } from '../protocol/messages.js';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -55,7 +56,7 @@ const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
   bridge: (v) => (v === null ? undefined : nameProblem(v)),
   mac: (v) => macProblem(v),
   mtu: (v) => (Number.isInteger(v) && (v as number) >= 68 && (v as number) <= 65535 ? undefined : 'must be an integer from 68 to 65535'),
-  queues: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 16 ? undefined : 'must be an integer from 1 to 16'),
+  queues: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_QUEUES ? undefined : `must be an integer from 1 to ${MAX_QUEUES}`),
   vnetHdr: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
   ifname: (v) => nameProblem(v),
   ifindex: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 0x7fffffff ? undefined : 'must be an interface index (an integer from 1)'),

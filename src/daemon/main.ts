@@ -1,5 +1,5 @@
 // Starting and stopping the daemon: socket (ours or systemd's), policy, lease table, link watch.
-import { lstatSync, unlinkSync, chownSync, mkdirSync, readdirSync } from 'node:fs';
+import { lstatSync, unlinkSync, chownSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { ensureOwnDirectory } from '../common/trust.js';
@@ -84,25 +84,9 @@ function listenOn(server: net.Server, opts: DaemonOptions, fd: number | undefine
   });
 }
 
-/**
- * Whatever fds we inherited beyond stdio (a careless parent's, or systemd's socket) must not
- * reach the hooks: mark them all close-on-exec before anything else runs.
- */
-function closeInheritedOnExec(): void {
-  for (const name of readdirSync('/proc/self/fd')) {
-    const fd = Number(name);
-    if (fd > 2) {
-      try {
-        sys.fcntl(fd, sys.C.F_SETFD, sys.C.FD_CLOEXEC, { action: `mark fd ${fd} close-on-exec` });
-      } catch {
-        // The directory's own fd, closed by now.
-      }
-    }
-  }
-}
-
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
-  closeInheritedOnExec();
+  // Whatever fds we inherited beyond stdio must not reach the hooks.
+  sys.closeOnExecAll();
   const fd = activationFd();
   if (fd === undefined) await claimSocketPath(opts.socketPath);
   // Before reading any state: the state dir must be ours alone (src/common/trust.ts), or we stop

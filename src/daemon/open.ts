@@ -11,6 +11,7 @@ import { ensureBridge, inspectBridge } from './bridges.js';
 import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { runHook } from './hooks.js';
+import { POLKIT_ACTION_OPEN } from './polkit.js';
 import type { Lease } from './leases.js';
 import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
 
@@ -56,8 +57,8 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
     queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
   });
   if (!decision.allowed) throw new DeniedError(decision.reason, decision.logReason);
-  if (decision.askPolkit && !(await ctx.polkitAllows(subject, 'org.tapd.open'))) {
-    throw new DeniedError(`${decision.reason}, but polkit did not authorize org.tapd.open`);
+  if (decision.askPolkit && !(await ctx.polkitAllows(subject, POLKIT_ACTION_OPEN))) {
+    throw new DeniedError(`${decision.reason}, but polkit did not authorize ${POLKIT_ACTION_OPEN}`);
   }
   const p: Plan = { subject, net, permit: decision, warnings: [] };
   if (req.mac !== undefined) p.mac = guestMac(req.mac);

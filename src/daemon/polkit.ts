@@ -4,7 +4,7 @@ import { stillConnectedProcess, type BoundProcess } from './peer.js';
 
 /** Opening a TAP under a tapd.conf rule that has the `polkit` option. */
 export const POLKIT_ACTION_OPEN = 'org.tapd.open';
-/** Administrative requests (list all leases, release any lease, reload). */
+/** Administrative requests: revoke, reload, another user's leases. */
 export const POLKIT_ACTION_ADMIN = 'org.tapd.admin';
 
 const PKCHECK = '/usr/bin/pkcheck';

@@ -43,7 +43,6 @@ const byValue = define({
 const threaded = define({
   recvmsg: { library: 'libc', retType: I64, paramsType: [I32, BUF, I32], errno, runInNewThread: true },
   connect: { library: 'libc', retType: I32, paramsType: [I32, BUF, I32], errno, runInNewThread: true },
-  sendmsg: { library: 'libc', retType: I64, paramsType: [I32, BUF, I32], errno, runInNewThread: true },
 });
 
 interface Result {
@@ -126,10 +125,6 @@ export function sysSetsockopt(fd: number, level: number, name: number, value: Bu
 
 export function sysSendmsg(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): number {
   return check('sendmsg', raw.sendmsg([fd, msghdr, flags]), ctx);
-}
-
-export async function sysSendmsgAsync(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): Promise<number> {
-  return check('sendmsg', await threaded.sendmsg([fd, msghdr, flags]), ctx);
 }
 
 export function sysRecvmsg(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): number {

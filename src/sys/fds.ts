@@ -1,7 +1,9 @@
-// Nothing but the TAP fds may reach the emulator. Node opens its own fds O_CLOEXEC, but a parent
-// (a shell, a test runner, a service manager) may have left us fds without it; mark them all.
+// Node opens its own fds O_CLOEXEC, but a parent (a shell, a test runner, a service manager) may
+// have left us fds without it. Nothing of those may reach a hook (the daemon) or an emulator
+// (tapctl): mark them all.
 import { readdirSync } from 'node:fs';
-import * as sys from '../sys/index.js';
+import { C } from './constants.js';
+import { sysFcntl } from './libc.js';
 
 const CTX = { action: 'mark inherited fds close-on-exec' };
 
@@ -18,9 +20,9 @@ export function closeOnExecAll(): number[] {
     const fd = Number(name);
     if (!Number.isInteger(fd) || fd <= 2) continue;
     try {
-      const flags = sys.fcntl(fd, sys.C.F_GETFD, 0, CTX);
-      if ((flags & sys.C.FD_CLOEXEC) === 0) {
-        sys.fcntl(fd, sys.C.F_SETFD, flags | sys.C.FD_CLOEXEC, CTX);
+      const flags = sysFcntl(fd, C.F_GETFD, 0, CTX);
+      if ((flags & C.FD_CLOEXEC) === 0) {
+        sysFcntl(fd, C.F_SETFD, flags | C.FD_CLOEXEC, CTX);
         changed.push(fd);
       }
     } catch {

@@ -234,7 +234,7 @@ class Parser {
     return v.text;
   }
 
-  private path(c: Cursor, opt: Token): string | undefined {
+  private hookPath(c: Cursor, opt: Token): string | undefined {
     const v = c.next();
     if (!v) {
       this.at(c.line, opt, `"${opt.text}" needs an absolute path`);
@@ -356,9 +356,9 @@ class Parser {
       switch (tok.text) {
         case 'bridge': bridge = this.ifname(c, tok, 'a bridge name'); break;
         case 'uplink': uplink = this.ifname(c, tok, 'a network interface name'); break;
-        case 'bridge-script': bridgeScript = this.path(c, tok); break;
-        case 'up': up = this.path(c, tok); break;
-        case 'down': down = this.path(c, tok); break;
+        case 'bridge-script': bridgeScript = this.hookPath(c, tok); break;
+        case 'up': up = this.hookPath(c, tok); break;
+        case 'down': down = this.hookPath(c, tok); break;
         case 'mtu': mtu = this.number(c, tok, 68, 65535); break;
         case 'create': create = true; break;
         case 'hostonly': hostonly = true; break;
@@ -494,7 +494,7 @@ class Parser {
 
   // include PATH          (a file, or a directory: its *.conf files in C-locale order)
   private include(c: Cursor, stack: string[]): void {
-    const path = this.path2(c, 'include');
+    const path = this.includePath(c, 'include');
     if (path === undefined || this.rest(c, 'include takes one path')) return;
     const site = this.site(c.line, c.tokens[1] as Token);
     const dir = this.files.isDirectory(path, site);
@@ -506,8 +506,8 @@ class Parser {
     for (const f of this.files.listDirectory(path, site) ?? []) this.file(f, site, stack);
   }
 
-  /** An absolute path argument (a directory is fine). */
-  private path2(c: Cursor, what: string): string | undefined {
+  /** The absolute path of an include or ACL file (a directory is fine). */
+  private includePath(c: Cursor, what: string): string | undefined {
     const v = c.next();
     if (!v) {
       this.at(c.line, c.keyword, `"${what}" needs an absolute path`);
@@ -522,7 +522,7 @@ class Parser {
 
   // qemu-bridge-conf PATH [for SUBJECT] [options]
   private qemuBridgeConf(c: Cursor, stack: string[]): void {
-    const path = this.path2(c, 'qemu-bridge-conf');
+    const path = this.includePath(c, 'qemu-bridge-conf');
     if (path === undefined) return;
     const site = this.site(c.line, c.tokens[1] as Token);
     let subject: SubjectSpec | undefined = { kind: 'everyone' };

@@ -1,10 +1,10 @@
 // What the docs promise about the daemon, each through real requests from unprivileged clients:
 // down hooks, undelivered replies, check = open, MTUs, STP, revoke, networks.
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, NOBODY, Netns, ROOT, startTapd, until, type DaemonHandle } from './helpers/netns.js';
+import { client, NOBODY, Netns, ROOT, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
 import { req } from './helpers/raw.js';
 
 const me = { uid: NOBODY, gid: 65534 };
@@ -175,6 +175,34 @@ describe('daemon promises', () => {
       expect(hookLog().split('\n').filter((l) => l === `down ${lease.ifname} ${lease.id}`)).toHaveLength(1);
     } finally {
       await h.end();
+    }
+  });
+});
+
+describe('a broken configuration under socket activation', () => {
+  it('tells the client that tapd cannot start and where to look, instead of a reset connection', async () => {
+    const ns = Netns.create('broken');
+    const dir = tempDir('broken');
+    try {
+      writeFileSync(path.join(dir, 'tapd.conf'), 'network lan bridge br0\npermit @nogroup onn lan\n', { mode: 0o644 });
+      const sock = path.join(dir, 'tapd.sock');
+      const launcher = ns.spawn('systemd-socket-activate', ['-l', sock, 'node', path.join(ROOT, 'dist/cli/tapd.js'),
+        '--config', path.join(dir, 'tapd.conf'), '--state-dir', path.join(dir, 'state')]);
+      let out = '';
+      launcher.stderr!.on('data', (x: Buffer) => (out += x.toString()));
+      try {
+        await until(() => out.includes('Listening on'), 10_000);
+        chmodSync(sock, 0o666);
+        const [r] = client(ns, sock, [{ op: 'status' }], me);
+        expect(r).toMatchObject({ ok: false, code: 'config_invalid' });
+        expect(String(r!.message)).toMatch(/tapd cannot start: its configuration \S+tapd\.conf has errors; .*tapd --check-config/);
+      } finally {
+        launcher.kill('SIGTERM');
+        await new Promise((r) => (launcher.exitCode !== null || launcher.signalCode !== null ? r(null) : launcher.once('exit', r)));
+      }
+    } finally {
+      ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -5,6 +5,8 @@ import path from 'node:path';
 import { ensureOwnDirectory } from '../common/trust.js';
 import * as sys from '../sys/index.js';
 import { TapdError } from '../errors/tapd-error.js';
+import { encodeFrame } from '../protocol/frame.js';
+import { errorReply } from '../protocol/messages.js';
 import { serve } from './server.js';
 import type { DaemonContext } from './context.js';
 import { LeaseTable } from './leases.js';
@@ -84,6 +86,23 @@ function listenOn(server: net.Server, opts: DaemonOptions, fd: number | undefine
   });
 }
 
+/**
+ * Under socket activation, a daemon that cannot start would leave its clients with ECONNRESET.
+ * Instead, for a moment, answer what is queued on the socket with what happened and where to
+ * look; then exit (systemd's start limit decides about the next try).
+ */
+async function answerBroken(fd: number, configPath: string): Promise<void> {
+  const reply = encodeFrame(errorReply('config_invalid',
+    `tapd cannot start: its configuration ${configPath} has errors; an admin can see them with \`tapd --check-config\` or \`journalctl -u tapd\``));
+  const server = net.createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.end(reply, () => s.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen({ fd }, resolve));
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  await new Promise((resolve) => server.close(resolve));
+}
+
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Whatever fds we inherited beyond stdio must not reach the hooks.
   sys.closeOnExecAll();
@@ -95,8 +114,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = createLogger(opts.logLevel);
   const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
   const leases = new LeaseTable(stateDir);
+  let policy: Policy;
+  try {
+    policy = load();
+  } catch (err) {
+    if (fd !== undefined && err instanceof PolicyError) await answerBroken(fd, opts.configPath);
+    throw err;
+  }
   const ctx: DaemonContext = {
-    policy: load(),
+    policy,
     leases,
     log,
     startedAt: Date.now(),

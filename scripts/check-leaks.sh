@@ -4,8 +4,9 @@
 #   check-leaks.sh --snapshot FILE   record what is there now (before the run)
 #   check-leaks.sh --since FILE      flag only what appeared since FILE was recorded
 #   check-leaks.sh                   flag everything of ours that is there now
-# Other helpers' runs on the same machine leave their own namespaces and /tmp/tapd-* for a while;
-# the snapshot keeps those from failing this run, while anything this run made and left still does.
+# Other runs on the same machine leave their own namespaces and /tmp/tapd-* for a while; the
+# snapshot keeps those from failing this run, while anything this run made and left still does.
+# (What another run creates while this one runs cannot be told apart, and is flagged too.)
 set -u
 
 # One line per thing: "KIND KEY [detail]". Processes are keyed by pid (the detail is their command line).
@@ -14,7 +15,7 @@ state() {
   ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/,"",$2); print $2}' \
     | grep -Ev '^(lo|eth[0-9]+|ifb[0-9]+|docker[0-9]*)$' | sed 's/^/device /'
   pgrep -a -f 'dist/cli/(tapd|tapctl|tapd-bridge-helper)\.js|qemu-system-x86_64|dnsmasq' \
-    | grep -v -e pgrep -e check-leaks | sed 's/^/process /'
+    | grep -v -e pgrep -e check-leaks -e ' <defunct>$' | sed 's/^/process /' # a zombie holds nothing; its parent would
   find /tmp -maxdepth 1 -name 'tapd-*' 2>/dev/null | sed 's/^/temp /'
   return 0
 }

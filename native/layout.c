@@ -1,5 +1,5 @@
 /* Prints, as JSON, the kernel constants and struct layouts that src/sys/constants.ts
- * hard-codes, taken from the system headers. test/layout.test.ts compiles and runs it
+ * hard-codes, taken from the system headers. test/integration/layout.test.ts compiles and runs it
  * and fails on any difference. Names are the same strings as in constants.ts. */
 #include <fcntl.h>
 #include <limits.h>

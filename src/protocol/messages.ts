@@ -129,12 +129,16 @@ export function decodeRequest(msg: Record<string, unknown>): Request {
       progress: (msg.progress as boolean | undefined) ?? false,
     };
   }
-  if (msg.op === 'list') return { op: 'list', user: msg.user as number | undefined };
+  if (msg.op === 'list') return msg.user === undefined ? { op: 'list' } : { op: 'list', user: msg.user as number };
   if (msg.op === 'revoke') {
     if (msg.lease === undefined && msg.user === undefined && msg.network === undefined) {
       throw bad('revoke needs at least one of "lease", "user", "network"');
     }
-    return { op: 'revoke', lease: msg.lease as string | undefined, user: msg.user as number | undefined, network: msg.network as string | undefined };
+    const r: RevokeRequest = { op: 'revoke' };
+    if (msg.lease !== undefined) r.lease = msg.lease as string;
+    if (msg.user !== undefined) r.user = msg.user as number;
+    if (msg.network !== undefined) r.network = msg.network as string;
+    return r;
   }
   return { op: msg.op as 'networks' | 'status' | 'reload' };
 }

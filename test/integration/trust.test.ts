@@ -4,7 +4,7 @@ import { chmodSync, chownSync, closeSync, constants as fsc, linkSync, lchownSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe as group, expect, it } from 'vitest';
-import { describe, ensureOwnDirectory, judge, MAX_SYMLINKS, openOwnFile, openTrusted, walk } from '../src/common/trust.js';
+import { describe, ensureOwnDirectory, judge, MAX_SYMLINKS, openOwnFile, openTrusted, walk } from '../../src/common/trust.js';
 
 const NOBODY = 65534;
 let base: string;

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { C, CMSG_LEN, CMSG_SPACE, LAYOUT } from '../src/sys/constants.js';
-import { ROOT } from './helpers/netns.js';
+import { C, CMSG_LEN, CMSG_SPACE, LAYOUT } from '../../src/sys/constants.js';
+import { ROOT } from '../helpers/netns.js';
 
 it('constants.ts matches native/layout.c compiled against the system headers', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tapd-layout-'));

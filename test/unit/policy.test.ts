@@ -1,20 +1,18 @@
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TapdError } from '../src/errors/tapd-error.js';
-import { TapdError as SharedTapdError } from '../src/errors/tapd-error.js';
-import { ifNameProblem } from '../src/sys/ifname.js';
+import { TapdError } from '../../src/errors/tapd-error.js';
+import { ifNameProblem } from '../../src/sys/ifname.js';
 import {
   checkConfig, DEFAULT_DENY_REASON, DEFAULT_LIMITS, loadPolicy, PolicyError,
   type LoadOptions, type Network, type OpenIntent, type Permit, type Policy, type Subject,
-} from '../src/daemon/policy/index.js';
+} from '../../src/daemon/policy/index.js';
 
-const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), 'fixtures/policy');
+const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../fixtures/policy');
 const ACCOUNTS = { passwdFile: join(FIXTURES, 'passwd'), groupFile: join(FIXTURES, 'group') };
 const OPTS: LoadOptions = { ...ACCOUNTS, checkOwnership: false };
-const isRoot = process.getuid?.() === 0;
 
 // Test accounts (test/fixtures/policy/passwd and group).
 const ALICE: Subject = { uid: 1001, gid: 1001, groups: [100], pid: 1 }; // in kvm
@@ -247,8 +245,10 @@ permit @kvm on nowhere
       err = e;
     }
     expect(err).toBeInstanceOf(PolicyError);
+    // The one TapdError of src/errors, which the daemon's replies and the client's handling test for
+    // (a second class of the same name, e.g. a re-export turned into a copy, would fail here).
     expect(err).toBeInstanceOf(TapdError);
-    expect(err).toBeInstanceOf(SharedTapdError); // one base class, whichever path imports it
+    expect(Object.getPrototypeOf(PolicyError.prototype)).toBe(TapdError.prototype);
     const pe = err as PolicyError;
     expect(pe.code).toBe('config_invalid');
     expect(pe.name).toBe('PolicyError');
@@ -441,12 +441,17 @@ describe('explanations and the existence oracle', () => {
     expect(decide(p(), ALICE, 'wan').reason).toBe('no rule permits you on this network (default deny)');
   });
 
-  it('a forbidden existing network gets the default-deny words, which the daemon gives a missing one', () => {
+  it('a forbidden existing network gets the documented default-deny words, which never name it', () => {
     const policy = p();
     const forbidden = decide(policy, ALICE, 'wan');
     expect(forbidden.allowed).toBe(false);
-    expect(forbidden.reason).toBe(DEFAULT_DENY_REASON);
+    // Pinned to the documented words, not to the constant both sides are built from: the daemon
+    // answers a missing network with DEFAULT_DENY_REASON, so the two must read the same.
+    const words = 'no rule permits you on this network (default deny)';
+    expect(forbidden.reason).toBe(words);
+    expect(DEFAULT_DENY_REASON).toBe(words);
     expect(policy.resolve('no-such-net')).toBeUndefined();
+    expect(policy.resolve('wan')).toBeDefined();
   });
 
   it('a deny rule is not named to someone no permit rule covers (it would reveal the network)', () => {
@@ -668,76 +673,5 @@ describe('qemu-bridge-conf (qemu-bridge-helper ACL files)', () => {
     expect(problemsOf(`qemu-bridge-conf ${acl} for\n`)).toEqual([expect.stringContaining(`1:${19 + acl.length}: "for" needs a user, @group or everyone`)]);
     expect(problemsOf(`qemu-bridge-conf ${acl} for @nope\n`)).toEqual([expect.stringContaining(`1:${23 + acl.length}: unknown group "nope"`)]);
     expect(problemsOf('qemu-bridge-conf bridge.conf\n')).toEqual(['1:18: "qemu-bridge-conf" needs an absolute path, not "bridge.conf"']);
-  });
-});
-
-describe.skipIf(!isRoot)('ownership (as root)', () => {
-  const O: LoadOptions = { ...ACCOUNTS }; // checkOwnership defaults to true
-
-  it('a root-owned 0644 file in a root-owned 0700 dir under sticky /tmp is fine', () => {
-    expect(checkConfig(write(NETS), O)).toEqual({ ok: true, problems: [] });
-  });
-
-  it('a file owned by someone else is an error naming it', () => {
-    const path = write(NETS);
-    chownSync(path, 65534, 65534);
-    expect(checkConfig(path, O).problems).toEqual([
-      `${path}: file ${path} is owned by uid 65534, not root (fix: chown root ${path}); tapd reads only configuration that only root can change`,
-    ]);
-    expect(() => loadPolicy(path, O)).toThrow(PolicyError);
-    expect(loadPolicy(path, { ...O, checkOwnership: false }).networks.size).toBe(3);
-  });
-
-  it('a group/world-writable file is an error naming it', () => {
-    const path = write(NETS);
-    chmodSync(path, 0o666);
-    expect(checkConfig(path, O).problems).toEqual([
-      `${path}: file ${path} is writable by group or others (mode 0666; fix: chmod go-w ${path}); tapd reads only configuration that only root can change`,
-    ]);
-  });
-
-  it('a writable directory on the way is an error naming the directory; a sticky root one is not', () => {
-    const d = join(dir, `open${++seq}`);
-    const path = write(NETS, `open${seq}/tapd.conf`);
-    chmodSync(d, 0o777);
-    expect(checkConfig(path, O).problems).toEqual([
-      `${path}: directory ${d} is writable by group or others (mode 0777; fix: chmod go-w ${d}); tapd reads only configuration that only root can change`,
-    ]);
-    chmodSync(d, 0o1777);
-    expect(checkConfig(path, O)).toEqual({ ok: true, problems: [] });
-    // The sticky exception is for root's directories only.
-    chownSync(d, 65534, 65534);
-    expect(checkConfig(path, O).problems).toEqual([
-      expect.stringContaining(`directory ${d} is owned by uid 65534, not root`),
-      expect.stringContaining(`directory ${d} is writable by group or others (mode 1777`),
-    ]);
-  });
-
-  it('an unsafe included file is an error at the include line', () => {
-    const inc = write('permit alice on lan\n');
-    chownSync(inc, 65534, 65534);
-    const main = write(`${NETS}include ${inc}\n`);
-    expect(checkConfig(main, O).problems).toEqual([expect.stringContaining(`${main}:4:9: file ${inc} is owned by uid 65534, not root`)]);
-  });
-
-  it('an unsafe file in an include directory, and an unsafe include directory', () => {
-    const d = join(dir, `incdir${++seq}`);
-    const f = write('permit alice on lan\n', `incdir${seq}/a.conf`);
-    chmodSync(f, 0o664);
-    const main = write(`${NETS}include ${d}\n`);
-    expect(checkConfig(main, O).problems).toEqual([expect.stringContaining(`${main}:4:9: file ${f} is writable by group or others (mode 0664`)]);
-    chmodSync(f, 0o644);
-    chmodSync(d, 0o775);
-    expect(checkConfig(main, O).problems).toEqual([expect.stringContaining(`${main}:4:9: directory ${d} is writable by group or others (mode 0775`)]);
-  });
-
-  it('a qemu-bridge-conf ACL file is checked too', () => {
-    const acl = write('allow br0\n');
-    chmodSync(acl, 0o646);
-    expect(checkConfig(write(`qemu-bridge-conf ${acl}\n`), O).problems).toEqual([expect.stringContaining(`1:18: file ${acl} is writable by group or others (mode 0646`)]);
-  });
-
-  it('hook scripts are not checked here', () => {
-    expect(checkConfig(write(`network lan bridge br0 up ${join(dir, 'nonexistent-hook')}\n`), O)).toEqual({ ok: true, problems: [] });
   });
 });

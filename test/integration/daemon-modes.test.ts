@@ -4,8 +4,8 @@ import { chmodSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileS
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, testFrame, until, type DaemonHandle } from './helpers/netns.js';
-import { raw, req } from './helpers/raw.js';
+import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, tempDir, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
+import { raw, req } from '../helpers/raw.js';
 import { rmSync } from 'node:fs';
 
 const me = { uid: NOBODY, gid: 65534 };

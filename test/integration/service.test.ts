@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
+import { DIST, NOBODY, Netns, ROOT, tempDir, until } from '../helpers/netns.js';
 
 const SERVICE_UID = 4243; // stands in for the `tapd` system user
 const CAP_NET_ADMIN = 1n << 12n;

@@ -4,8 +4,8 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, NOBODY, Netns, ROOT, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
-import { req } from './helpers/raw.js';
+import { client, NOBODY, Netns, ROOT, startTapd, tempDir, until, type DaemonHandle } from '../helpers/netns.js';
+import { req } from '../helpers/raw.js';
 
 const me = { uid: NOBODY, gid: 65534 };
 const STRANGER = { uid: 4242, gid: 4242 };

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { JsonStream, OvsdbClient, OvsdbError, readStringMap, readUuidSet } from '../src/daemon/ovsdb.js';
+import { JsonStream, OvsdbClient, OvsdbError, readStringMap, readUuidSet } from '../../src/daemon/ovsdb.js';
 
 const U1 = '11111111-2222-3333-4444-555555555555';
 const U2 = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';

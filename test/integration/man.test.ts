@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, ROOT } from './helpers/netns.js';
+import { DIST, ROOT } from '../helpers/netns.js';
 
 const PAGES = ['tapctl.1', 'tapd-bridge-helper.8', 'tapd.8', 'tapd.conf.5'];
 let out: string;

@@ -6,11 +6,11 @@ import { readFileSync, readlinkSync, rmSync, chmodSync, writeFileSync } from 'no
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { identifyPeer, parseStat, stillConnectedProcess, type IdentifiedPeer } from '../src/daemon/peer.js';
-import { polkitAllows, POLKIT_ACTION_OPEN } from '../src/daemon/polkit.js';
-import { C } from '../src/sys/constants.js';
-import { fcntl } from '../src/sys/index.js';
-import { NOBODY, ROOT, tempDir, until } from './helpers/netns.js';
+import { identifyPeer, parseStat, stillConnectedProcess, type IdentifiedPeer } from '../../src/daemon/peer.js';
+import { polkitAllows, POLKIT_ACTION_OPEN } from '../../src/daemon/polkit.js';
+import { C } from '../../src/sys/constants.js';
+import { fcntl } from '../../src/sys/index.js';
+import { NOBODY, ROOT, tempDir, until } from '../helpers/netns.js';
 
 const CLIENT = readFileSync(path.join(ROOT, 'test/fixtures/peer-client.pl'), 'utf8');
 const isRoot = process.getuid?.() === 0;

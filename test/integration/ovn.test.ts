@@ -5,11 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { OvsdbClient, OvsdbError } from '../src/daemon/ovsdb.js';
-import { ensureGuest, guestArgs, runGuest, type GuestRun } from './helpers/guest.js';
-import { SANDBOX_SH } from './helpers/lan.js';
-import { DIST, NOBODY } from './helpers/netns.js';
-import { OVN_PORTS, OVN_ROUTER, startOvnLab, type Hypervisor, type OvnLab } from './helpers/ovn.js';
+import { OvsdbClient, OvsdbError } from '../../src/daemon/ovsdb.js';
+import { ensureGuest, guestArgs, runGuest, type GuestRun } from '../helpers/guest.js';
+import { SANDBOX_SH } from '../helpers/lan.js';
+import { DIST, NOBODY } from '../helpers/netns.js';
+import { OVN_PORTS, OVN_ROUTER, startOvnLab, type Hypervisor, type OvnLab } from '../helpers/ovn.js';
 
 const isRoot = process.getuid?.() === 0;
 const haveOvn = existsSync('/usr/bin/ovn-controller') && existsSync('/usr/sbin/ovs-vswitchd') && existsSync('/usr/bin/ovn-northd');

@@ -2,8 +2,8 @@
 // sandbox's host namespace (bridged to its uplink), QEMU run as nobody (65534) opening it by name.
 // The guest must get a DHCP lease from the sandbox's dnsmasq and fetch the LAN's index.html.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGuest, guestArgs, runGuest, type GuestRun } from './helpers/guest.js';
-import { LAN_INDEX_FIRST_LINE, LAN_ROUTER, startLan, type Lan } from './helpers/lan.js';
+import { ensureGuest, guestArgs, runGuest, type GuestRun } from '../helpers/guest.js';
+import { LAN_INDEX_FIRST_LINE, LAN_ROUTER, startLan, type Lan } from '../helpers/lan.js';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;

@@ -3,7 +3,7 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { LeaseTable } from '../src/daemon/leases.js';
+import { LeaseTable } from '../../src/daemon/leases.js';
 
 let dir: string;
 beforeEach(() => {

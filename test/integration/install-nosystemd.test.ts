@@ -8,7 +8,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './helpers/netns.js';
+import { ROOT } from '../helpers/netns.js';
 
 const isRoot = process.getuid?.() === 0;
 const temps: string[] = [];

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
+import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, tempDir, until, type DaemonHandle } from '../helpers/netns.js';
 
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');
 const FAKE = path.join(ROOT, 'test/fixtures/tapctl/fake-emulator.sh');

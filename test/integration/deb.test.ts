@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
+import { NOBODY, Netns, ROOT, tempDir, until } from '../helpers/netns.js';
 
 const isRoot = process.getuid?.() === 0;
 const temps: string[] = [];

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, ROOT, tempDir } from './helpers/netns.js';
+import { DIST, ROOT, tempDir } from '../helpers/netns.js';
 
 const NEEDS = ['/usr/bin/unshare', '/usr/bin/pkcheck', '/usr/lib/polkit-1/polkitd', '/usr/bin/dbus-daemon', '/usr/bin/dbus-send', '/usr/bin/setpriv', '/usr/bin/perl'];
 const canRun = process.getuid?.() === 0 && NEEDS.every((p) => existsSync(p));

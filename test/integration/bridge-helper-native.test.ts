@@ -8,8 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as sys from '../src/sys/index.js';
-import { DIST, NOBODY, ROOT, asUser, tempDir } from './helpers/netns.js';
+import * as sys from '../../src/sys/index.js';
+import { DIST, NOBODY, ROOT, asUser, tempDir } from '../helpers/netns.js';
 
 const HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const QEMU_DRIVER = path.join(ROOT, 'test/fixtures/tapctl/qemu-like-driver.mjs');

@@ -4,13 +4,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from './helpers/netns.js';
+import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
 
 // The built binary (npm run build: native/build.sh), exactly what install.sh puts in /usr/bin.
 const HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const DRIVER = path.join(ROOT, 'test/fixtures/tapctl/qemu-like-driver.mjs');
 
-// Bridges made before tapd starts, with a fixed low MAC (see test/tapctl.test.ts for why).
+// Bridges made before tapd starts, with a fixed low MAC (see test/integration/tapctl.test.ts for why).
 const CONFIG = `
 network lan bridge br0
 network other bridge br1

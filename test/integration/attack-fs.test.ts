@@ -6,8 +6,8 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LeaseTable } from '../src/daemon/leases.js';
-import { asUser, client, DIST, NOBODY, Netns, startTapd, tempDir, until, type DaemonHandle } from './helpers/netns.js';
+import { LeaseTable } from '../../src/daemon/leases.js';
+import { asUser, client, DIST, NOBODY, Netns, startTapd, tempDir, until, type DaemonHandle } from '../helpers/netns.js';
 
 const TAPD = path.join(DIST, 'cli/tapd.js');
 const me = { uid: NOBODY, gid: NOBODY };

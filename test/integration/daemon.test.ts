@@ -3,8 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from './helpers/netns.js';
-import { frame, raw, req } from './helpers/raw.js';
+import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
+import { frame, raw, req } from '../helpers/raw.js';
 
 const NOGROUP = 65534;
 const STRANGER = { uid: 4242, gid: 4242 };

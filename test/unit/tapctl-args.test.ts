@@ -3,10 +3,10 @@ import { describe, expect, it } from 'vitest';
 import {
   assignChildFds, openRequest, parseNicSpec, parseRedir, qemuArgv, resolveNic, resolveNics, runArgv,
   tapNicArgs, translateRedir, userNetArgs, type Granted, type Nic,
-} from '../src/cli/qemu-args.js';
-import { exitStatus } from '../src/cli/launch.js';
-import { formatDuration, formatLeases } from '../src/cli/format.js';
-import { UsageError } from '../src/cli/usage-error.js';
+} from '../../src/cli/qemu-args.js';
+import { exitStatus } from '../../src/cli/launch.js';
+import { formatDuration, formatLeases } from '../../src/cli/format.js';
+import { UsageError } from '../../src/cli/usage-error.js';
 
 const MAC = '52:54:00:aa:bb:cc';
 

@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGuest, guestArgs, runGuest, type GuestRun, type RunGuestOptions } from './helpers/guest.js';
-import { LAN_INDEX_FIRST_LINE, LAN_ROUTER, startLan, type Lan } from './helpers/lan.js';
-import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from './helpers/netns.js';
+import { ensureGuest, guestArgs, runGuest, type GuestRun, type RunGuestOptions } from '../helpers/guest.js';
+import { LAN_INDEX_FIRST_LINE, LAN_ROUTER, startLan, type Lan } from '../helpers/lan.js';
+import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
 
 const isRoot = process.getuid?.() === 0;
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');

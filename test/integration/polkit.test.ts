@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseStat } from '../src/daemon/peer.js';
-import { parseStartTime, polkitAllows, POLKIT_ACTION_ADMIN, POLKIT_ACTION_OPEN, type PolkitSubject } from '../src/daemon/polkit.js';
-import { client, Netns, startTapd, type DaemonHandle } from './helpers/netns.js';
+import { parseStat } from '../../src/daemon/peer.js';
+import { parseStartTime, polkitAllows, POLKIT_ACTION_ADMIN, POLKIT_ACTION_OPEN, type PolkitSubject } from '../../src/daemon/polkit.js';
+import { client, Netns, startTapd, type DaemonHandle } from '../helpers/netns.js';
 
-const ACTION_FILE = resolve(dirname(fileURLToPath(import.meta.url)), '../systemd/org.tapd.policy');
+const ACTION_FILE = resolve(dirname(fileURLToPath(import.meta.url)), '../../systemd/org.tapd.policy');
 const INSTALLED_ACTION = '/usr/share/polkit-1/actions/org.tapd.policy';
 const RULES_FILE = `/etc/polkit-1/rules.d/49-tapd-test-${process.pid}.rules`;
 const BUS_SOCKET = '/run/dbus/system_bus_socket';
@@ -244,7 +244,7 @@ describe.skipIf(!canRun)('polkitAllows against a real polkitd', () => {
       copyFileSync(ACTION_FILE, INSTALLED_ACTION);
       wroteAction = true;
     }
-    writeFileSync(RULES_FILE, `// tapd test (test/polkit.test.ts); removed after the test
+    writeFileSync(RULES_FILE, `// tapd test (test/integration/polkit.test.ts); removed after the test
 polkit.addRule(function(action, subject) {
     if (action.id == "org.tapd.open") {
         if (subject.user == "nobody") return polkit.Result.YES;

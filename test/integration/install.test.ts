@@ -13,7 +13,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const INSTALL = join(REPO, 'scripts/install.sh');
 const UNINSTALL = join(REPO, 'scripts/uninstall.sh');
 const UNITS = '/usr/lib/systemd/system';

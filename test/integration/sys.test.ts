@@ -3,9 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { IfName, ifNameProblem } from '../src/sys/ifname.js';
-import { Mac } from '../src/sys/mac.js';
-import { captureOne, NOBODY, Netns, ROOT, tempDir, until } from './helpers/netns.js';
+import { IfName, ifNameProblem } from '../../src/sys/ifname.js';
+import { Mac } from '../../src/sys/mac.js';
+import { captureOne, NOBODY, Netns, ROOT, tempDir, until } from '../helpers/netns.js';
 
 const SCENARIOS = path.join(ROOT, 'test/fixtures/sys-scenarios.mjs');
 

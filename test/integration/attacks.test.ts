@@ -4,8 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { client, NOBODY, Netns, ROOT, startTapd, until, type DaemonHandle } from './helpers/netns.js';
-import { raw, req } from './helpers/raw.js';
+import { client, NOBODY, Netns, ROOT, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
+import { raw, req } from '../helpers/raw.js';
 
 const NOGROUP = 65534;
 const me = { uid: NOBODY, gid: NOGROUP };

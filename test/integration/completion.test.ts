@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, ROOT } from './helpers/netns.js';
+import { DIST, ROOT } from '../helpers/netns.js';
 
 const SCRIPT = join(ROOT, 'completion/tapctl.bash');
 let dir: string;

@@ -148,7 +148,7 @@ describe('grammar: errors, with file:line:column', () => {
     ['relative hook', 'network lan bridge br0 up lan-up', ['1:27: "up" needs an absolute path to a file, not "lan-up"']],
     ['hook without path', 'network lan bridge br0 down', ['1:24: "down" needs an absolute path']],
     ['network option twice', 'network lan bridge br0 mtu 1500 mtu 1400', ['1:33: "mtu" given twice for network lan']],
-    ['mtu too small', 'network lan bridge br0 mtu 67', ['1:28: "mtu" 67 is out of range (expected a whole number from 68 to 65535)']],
+    ['mtu too small', 'network lan bridge br0 mtu 67', ['1:28: "mtu" 67 is out of range (expected a whole number from 68 to 65521)']],
     ['mtu too large', 'network lan bridge br0 mtu 65536', ['1:28: "mtu" 65536 is out of range']],
     ['mtu not a number', 'network lan bridge br0 mtu 0x500', ['1:28: bad number "0x500" for "mtu"']],
     ['name collision with a bridge', 'network br0 hostonly\nnetwork lan bridge br0', ['2:9: br0 is already the name of network br0 (']],

@@ -5,7 +5,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { Accounts, type AccountFiles } from './accounts.js';
 import { ConfigFiles, tokenize, type Line, type Token } from './files.js';
 import { IfName, ifNameProblem } from '../../sys/ifname.js';
-import { MAX_QUEUES } from '../../protocol/messages.js';
+import { MAX_MTU, MAX_QUEUES, MIN_MTU } from '../../protocol/messages.js';
 
 /** The kernel layer's one interface-name rule: what the config accepts is what reaches the ioctl. */
 const isValidIfName = (s: string): boolean => ifNameProblem(s) === undefined;
@@ -359,7 +359,7 @@ class Parser {
         case 'bridge-script': bridgeScript = this.hookPath(c, tok); break;
         case 'up': up = this.hookPath(c, tok); break;
         case 'down': down = this.hookPath(c, tok); break;
-        case 'mtu': mtu = this.number(c, tok, 68, 65535); break;
+        case 'mtu': mtu = this.number(c, tok, MIN_MTU, MAX_MTU); break;
         case 'create': create = true; break;
         case 'hostonly': hostonly = true; break;
         case 'isolated': isolated = true; break;

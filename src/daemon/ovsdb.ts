@@ -582,8 +582,9 @@ export class OvsdbClient {
       monitoring = true;
       for (;;) {
         woken = false;
-        const left = end - Date.now();
-        const st = await this.interfaceState(name, Math.max(1, Math.min(this.timeoutMs, left)));
+        // Each read gets a call's own timeout: the last one starts at the deadline, and must still
+        // be able to answer (else a wait that ran out reads as a dead database).
+        const st = await this.interfaceState(name, this.timeoutMs);
         if (!st) throw new OvsdbError('port', `Open vSwitch has no interface ${name} (it went away while tapd waited for it)`);
         if (st.error) throw new OvsdbError('port', `ovs-vswitchd could not add ${name}: ${st.error}`);
         const added = st.ofport !== null && st.ofport > 0;

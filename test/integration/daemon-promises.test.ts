@@ -83,7 +83,8 @@ describe('daemon promises', () => {
     const s = net.connect(d.socket);
     await new Promise((r) => s.once('connect', r));
     s.write(req({ op: 'open', network: 'slow' }));
-    await new Promise((r) => setTimeout(r, 300));
+    // The bridge is made just before the up hook starts: leave while the hook runs.
+    await d.waitFor('bridge_created', { bridge: 'br0s' });
     s.destroy();
     const undelivered = await d.waitFor('lease_undelivered', {}, 10_000);
     await d.waitFor('lease_end', { lease: undelivered.lease }, 10_000);

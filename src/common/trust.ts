@@ -72,7 +72,8 @@ function mode4(st: Stats): string {
   return (st.mode & 0o7777).toString(8).padStart(4, '0');
 }
 
-function errnoText(e: unknown): string {
+/** A failed fs call's errno in words, for messages about files. */
+export function errnoText(e: unknown): string {
   const code = (e as NodeJS.ErrnoException).code;
   switch (code) {
     case 'ENOENT': return 'no such file or directory';

@@ -1,3 +1,4 @@
+import { errnoText } from '../../common/trust.js';
 import { closeSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, openTrusted, walk, type Finding } from '../../common/trust.js';
@@ -26,16 +27,6 @@ export interface Line {
   error?: { column: number; message: string };
 }
 
-function errnoText(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code;
-  switch (code) {
-    case 'ENOENT': return 'no such file or directory';
-    case 'EACCES': return 'permission denied';
-    case 'ENOTDIR': return 'a path component is not a directory';
-    case 'ELOOP': return 'too many symbolic links';
-    default: return code ?? String(e);
-  }
-}
 
 /**
  * Reads the files a policy is made of, under the trust rule of src/common/trust.ts: nobody but

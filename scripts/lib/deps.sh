@@ -34,7 +34,9 @@ ensure_deps() {
   fi
   # Refuse to go on beside such a daemon in the root namespace (tests must not share or disturb it).
   local d pid root_ns
-  root_ns=$(readlink /proc/1/ns/net)
+  # PID 1's namespace where we may read it (not in every container), else our own: test.sh runs
+  # in the machine's namespace.
+  root_ns=$(readlink /proc/1/ns/net 2>/dev/null || readlink /proc/self/ns/net)
   for d in "${TAPD_NO_SERVICES[@]}"; do
     for pid in $(pgrep -x "$d" || true); do
       if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$root_ns" ]; then

@@ -118,9 +118,11 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   const p = await plan(ctx, peer, req);
   const { net } = p;
   const limits = ctx.policy.limits;
+  // Check and take the slot in one synchronous step: plan()'s check was before an await, and
+  // other opens may have run since.
+  checkQuota(ctx, p);
   let mac = p.mac;
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = randomGuestMac();
-  // Reserve synchronously after the quota check in plan(): nothing awaited in between.
   const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
   let tap: sys.Tap | undefined;
   try {

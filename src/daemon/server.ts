@@ -24,8 +24,14 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
   server.on('connection', (socket) => {
     onActivity();
     socket.on('error', () => socket.destroy());
+    const c = ctx.connections;
     let peer: IdentifiedPeer;
     try {
+      // The uid first (one getsockopt): a connection over its uid's share costs no more than that.
+      const { uid } = sys.peerCred(fdOf(socket));
+      const { maxConnections, maxConnectionsPerUser } = ctx.policy.limits;
+      if (c.total >= maxConnections) return refuse(socket, ctx, uid, 'tapd is serving too many clients');
+      if ((c.byUid.get(uid) ?? 0) >= maxConnectionsPerUser) return refuse(socket, ctx, uid, 'you have too many connections open to tapd');
       // Bound to the process that connected (pidfd + start time), not whoever has its pid later.
       peer = identifyPeer(fdOf(socket));
     } catch (err) {
@@ -33,21 +39,15 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
       socket.destroy();
       return;
     }
-    const { connections: c, policy: { limits } } = ctx;
-    const mine = c.byUid.get(peer.uid) ?? 0;
-    if (c.total >= limits.maxConnections || mine >= limits.maxConnectionsPerUser) {
-      refuse(socket, ctx, peer, c.total >= limits.maxConnections ? 'tapd is serving too many clients' : 'you have too many connections open to tapd');
-      peer.close();
-      return;
-    }
+    const { uid } = peer;
     c.total++;
-    c.byUid.set(peer.uid, mine + 1);
+    c.byUid.set(uid, (c.byUid.get(uid) ?? 0) + 1);
     socket.once('close', () => {
       peer.close();
       c.total--;
-      const n = (c.byUid.get(peer.uid) ?? 1) - 1;
-      if (n > 0) c.byUid.set(peer.uid, n);
-      else c.byUid.delete(peer.uid);
+      const n = (c.byUid.get(uid) ?? 1) - 1;
+      if (n > 0) c.byUid.set(uid, n);
+      else c.byUid.delete(uid);
       onActivity();
     });
     void converse(socket, peer, ctx);
@@ -55,13 +55,13 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
 }
 
 /** A refusal costs one non-blocking send and a close: no timer, no read, no log line per attempt. */
-function refuse(socket: net.Socket, ctx: DaemonContext, peer: Peer, why: string): void {
+function refuse(socket: net.Socket, ctx: DaemonContext, uid: number, why: string): void {
   try {
     sys.sendAll(fdOf(socket), encodeFrame(errorReply('busy', `${why}; try again in a moment`)), { nonBlocking: true });
   } catch {
     // The peer's buffer is full or it is gone: it gets the close.
   }
-  ctx.log.debug({ event: 'connection_refused', uid: peer.uid, peer_pid: peer.pid, reason: why }, 'connection refused');
+  ctx.log.debug({ event: 'connection_refused', uid, reason: why }, 'connection refused');
   socket.destroy();
 }
 

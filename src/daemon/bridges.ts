@@ -1,5 +1,4 @@
 // Making a network's bridge ready for a new port. Kernel work only; the policy has decided before.
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as sys from '../sys/index.js';
 import { TapdError } from '../errors/tapd-error.js';
@@ -93,7 +92,7 @@ async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, l
       sys.setMac(bridge, sys.getMac(nic));
       sys.addPort(bridge, nic, { mtu: sys.getMtu(nic) });
     } else {
-      sys.setMac(bridge, randomLocalMac());
+      sys.setMac(bridge, sys.Mac.random());
     }
     sys.setUp(bridge);
   } catch (err) {
@@ -119,11 +118,4 @@ async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, l
       throw unavailable(net, `the bridge script for ${bridge} failed; an admin must check the tapd log and the host's addresses on ${bridge} and ${nic}`);
     }
   }
-}
-
-/** A random unicast, locally administered MAC. */
-function randomLocalMac(): sys.Mac {
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfc) | 0x02;
-  return sys.Mac.fromBytes(b);
 }

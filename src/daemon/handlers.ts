@@ -20,7 +20,7 @@ import { endLease } from './reaper.js';
 export type Who = 'anyone' | 'admin' | 'policy';
 
 export interface Reply {
-  body: Record<string, unknown>;
+  body: object;
   /** TAP fds to pass with the reply. */
   fds?: number[];
   /** Called once the reply went out (true) or could not be sent (false). */
@@ -28,7 +28,7 @@ export interface Reply {
 }
 
 /** What a handler may say to the client before its reply (a `pending` frame). */
-type Progress = (body: Record<string, unknown>) => void;
+type Progress = (body: object) => void;
 
 type Row<K extends Request['op']> = { who: Who; run: (ctx: DaemonContext, peer: Peer, req: Extract<Request, { op: K }>, progress: Progress) => Promise<Reply> };
 

@@ -1,7 +1,6 @@
 // The open path, top to bottom, in qemu-bridge-helper's order: resolve, decide, reserve, bridge
 // ready, create, configure, attach, up, hook, record, reply. One undo. `check` runs the same
 // plan without side effects, so every refusal an open can give, check gives.
-import { randomBytes } from 'node:crypto';
 import { close as closeAsync } from 'node:fs';
 import { TapdError } from '../errors/tapd-error.js';
 import type { OpenRequest, LeaseInfo } from '../protocol/messages.js';
@@ -103,12 +102,8 @@ function checkQuota(ctx: DaemonContext, p: Plan): void {
   }
 }
 
-/** QEMU's 52:54:00 prefix (locally administered by convention), random low 3 bytes. */
-function randomGuestMac(): sys.Mac {
-  const b = Buffer.from([0x52, 0x54, 0x00, 0, 0, 0]);
-  randomBytes(3).copy(b, 3);
-  return sys.Mac.fromBytes(b);
-}
+/** QEMU's prefix for guests (locally administered by convention). */
+const GUEST_MAC_PREFIX = [0x52, 0x54, 0x00];
 
 /**
  * The open. `beforeHook` tells a waiting client how long the admin's hook may take. Kernel
@@ -122,7 +117,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   // other opens may have run since.
   checkQuota(ctx, p);
   let mac = p.mac;
-  while (!mac || ctx.leases.macInUse(mac.toString())) mac = randomGuestMac();
+  while (!mac || ctx.leases.macInUse(mac.toString())) mac = sys.Mac.random(GUEST_MAC_PREFIX);
   const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
   let tap: sys.Tap | undefined;
   try {

@@ -94,44 +94,30 @@ function readRequest(socket: net.Socket, timeoutMs: number): Promise<Buffer> {
 
 async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Promise<void> {
   const { requestTimeoutMs } = ctx.policy.limits;
-  let request: Request;
-  try {
-    request = decodeRequest(parseJsonObject(await readRequest(socket, requestTimeoutMs)));
-  } catch (err) {
-    if (socket.destroyed) return;
-    const e = err instanceof TapdError ? err : new TapdError('bad_request', 'malformed request');
-    ctx.log.info({ event: 'connection_dropped', uid: peer.uid, peer_pid: peer.pid, result: e.code, reason: e.message }, 'bad request');
-    await send(socket, { body: peerError(e) }, requestTimeoutMs);
-    return;
-  }
-  const progress = (body: Record<string, unknown>) => {
+  const progress = (body: object) => {
     if (!socket.destroyed) socket.write(encodeFrame({ v: 1, ok: true, ...body }));
   };
-  const reply = await dispatch(ctx, peer, request, progress);
-  await send(socket, reply, requestTimeoutMs);
-}
-
-function peerError(e: TapdError): Record<string, unknown> {
-  return errorReply(isPeerErrorCode(e.code) ? e.code : 'internal', e.message) as unknown as Record<string, unknown>;
-}
-
-async function dispatch(ctx: DaemonContext, peer: Peer, request: Request, progress: (b: Record<string, unknown>) => void): Promise<Reply> {
-  const row = HANDLERS[request.op] as { who: string; run: (c: DaemonContext, p: Peer, r: Request, g: typeof progress) => Promise<Reply> };
+  let op = 'none';
+  let reply: Reply;
   try {
-    if (row.who === 'admin' && !(await isAdmin(ctx, peer))) {
-      throw new TapdError('forbidden', `only root or a tapd admin may ${request.op}`);
-    }
-    return await row.run(ctx, peer, request, progress);
+    const request = decodeRequest(parseJsonObject(await readRequest(socket, requestTimeoutMs)));
+    op = request.op;
+    const row = HANDLERS[request.op] as { who: string; run: (c: DaemonContext, p: Peer, r: Request, g: typeof progress) => Promise<Reply> };
+    if (row.who === 'admin' && !(await isAdmin(ctx, peer))) throw new TapdError('forbidden', `only root or a tapd admin may ${op}`);
+    reply = await row.run(ctx, peer, request, progress);
   } catch (err) {
+    if (socket.destroyed) return;
     if (err instanceof TapdError && isPeerErrorCode(err.code) && err.code !== 'internal') {
       const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
-      ctx.log.info({ event: 'request_refused', op: request.op, uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
-      return { body: peerError(err) };
+      ctx.log.info({ event: 'request_refused', op, uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
+      reply = { body: errorReply(err.code, err.message) };
+    } else {
+      // Kernel failures and bugs stay in our log; the peer learns only that it was on our side.
+      ctx.log.error({ event: 'internal_error', op, uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
+      reply = { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') };
     }
-    // Kernel failures and bugs stay in our log; the peer learns only that it was on our side.
-    ctx.log.error({ event: 'internal_error', op: request.op, uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
-    return { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') as unknown as Record<string, unknown> };
   }
+  await send(socket, reply, requestTimeoutMs);
 }
 
 /** Writes the reply (fds on its first byte) within the deadline, then closes the connection. */

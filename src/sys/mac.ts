@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { InvalidMacError } from '../errors/invalid-mac-error.js';
 
 /** A 48-bit Ethernet address. */
@@ -10,6 +11,17 @@ export class Mac {
       throw new InvalidMacError(`MAC address ${JSON.stringify(text)} is not of the form 52:54:00:12:34:56`);
     }
     return new Mac(Buffer.from(text.split(':').map((h) => parseInt(h, 16))));
+  }
+
+  /**
+   * A random unicast address. With a prefix (QEMU's 52:54:00 for guests) only the rest is
+   * random; without one, all of it, with the locally-administered bit set.
+   */
+  static random(prefix: readonly number[] = []): Mac {
+    const b = randomBytes(6);
+    if (prefix.length === 0) b[0] = (b[0]! & 0xfc) | 0x02;
+    Buffer.from(prefix.slice(0, 6)).copy(b);
+    return new Mac(b);
   }
 
   static fromBytes(bytes: Buffer): Mac {

@@ -130,7 +130,7 @@ describe.skipIf(!isRoot)('filesystem attacks', () => {
         expect(refused, d.log()).toHaveLength(20);
         for (const e of refused) expect(String(e.reason)).toContain(`directory ${u} of hook ${u}/link/up is owned by uid 65534, not root`);
         d.proc.kill('SIGHUP');
-        expect(String((await d.waitFor('policy_reload_failed')).reason)).toContain(`directory ${u} of hook ${u}/link/up is owned by uid 65534`);
+        expect(String((await d.waitFor('policy_reload_failed')).problems)).toContain(`directory ${u} of hook ${u}/link/up is owned by uid 65534`);
         swapper.kill('SIGKILL');
         await new Promise((r) => (swapper!.exitCode !== null || swapper!.signalCode !== null ? r(null) : swapper!.once('exit', r)));
         expect(ran()).not.toContain('evil');

@@ -119,7 +119,6 @@ describe('controls', () => {
     // The refusal comes at accept, before any request is read (sending one could meet a closed socket).
     const third = await raw(d.socket, [], { waitMs: 1000, replies: 1 });
     expect(third.replies[0]).toMatchObject({ ok: false, error: { code: 'busy' } });
-    expect(third.closed || third.replies.length === 1).toBe(true);
     await Promise.all(idle);
     // The daemon frees the slots when it sees the closes.
     let later = await raw(d.socket, [req({ op: 'status' })]);

@@ -120,12 +120,13 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = sys.Mac.random(GUEST_MAC_PREFIX);
   const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
   let tap: sys.Tap | undefined;
+  let ifindex = 0;
   try {
     const bridge = net.mode === 'hostonly' ? undefined : await ensureBridge(net, limits.hookTimeoutMs, ctx.log);
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
     const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
     tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
-    const ifindex = sys.getIndex(tap.name);
+    ifindex = sys.getIndex(tap.name);
     sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge?.ifindex, up: true });
     if (bridge) {
       if (net.isolated) sys.setPortIsolated(ifindex, tap.name.value, true);
@@ -154,9 +155,17 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       },
     };
   } catch (err) {
-    // The one undo: free the slot; closing our fds deletes the device (nothing else holds it).
+    // The one undo: free the slot, delete the device (closing our fds alone would leave it to
+    // anyone who attached a queue of their own), close our fds.
     ctx.leases.cancel(slot);
-    if (tap) for (const fd of tap.fds) closeAsync(fd, () => {});
+    if (tap) {
+      try {
+        if (ifindex > 0) sys.deleteLink(ifindex, tap.name.value);
+      } catch (cleanupErr) {
+        ctx.log.error({ event: 'device_delete_failed', ifname: tap.name.value, reason: String((cleanupErr as Error).message) }, 'could not delete the device of a failed open');
+      }
+      for (const fd of tap.fds) closeAsync(fd, () => {});
+    }
     throw err;
   }
 }
@@ -164,7 +173,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
 /**
  * Until TUNSETOWNER, a multiqueue TAP takes queues from anyone who names it (a single-queue one
  * answers EBUSY). If someone did, the kernel counts more queues than ours, detached ones
- * included: refuse, and our undo deletes the device under the intruder.
+ * included: refuse, and the undo deletes the device under the intruder.
  */
 function checkNobodyElseAttached(tap: sys.Tap, ifindex: number, owner: number, queues: number): void {
   const state = sys.getLink(ifindex)?.tun;

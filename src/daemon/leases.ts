@@ -24,6 +24,10 @@ export interface Lease {
   started: string;
   /** The up hook ran, so the down hook must run when the lease ends. */
   upRan: boolean;
+  /** 'macvtap': a macvtap device on the network's NIC (the guest's MAC is the device's); absent: a TAP. */
+  kind?: 'macvtap';
+  /** The VLAN of its bridge port, when its network has one. */
+  vlan?: number;
 }
 
 /** A slot held while an open is in progress: it counts against quotas and reserves its MAC and name. */
@@ -131,9 +135,9 @@ export class LeaseTable {
    * kernel's own `tap%d` reuses a number as soon as its device is gone, while the old lease's
    * down hook may still be running with that name.
    */
-  reserve(ownerUid: number, network: string, mac: string): Reservation {
+  reserve(ownerUid: number, network: string, mac: string, prefix: 'tap' | 'mvt' = 'tap'): Reservation {
     let ifname: string;
-    do ifname = `tap${randomBytes(4).toString('hex')}`;
+    do ifname = `${prefix}${randomBytes(4).toString('hex')}`;
     while (this.nameInUse(ifname));
     const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname };
     this.pending.set(r.id, r);

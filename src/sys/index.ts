@@ -13,3 +13,6 @@ export { connectUnix, connectUnixAsync, sendAll, closeFd } from './unix.js';
 export { LinkWatch, linkAlive, type TunReport } from './link-watch.js';
 export { setPortIsolated, setLink, deleteLink, getLink, parseLink, type LinkConfig, type LinkState, type TunState } from './rtnetlink.js';
 export { sysFcntl as fcntl, sysSocketpair as socketpair, sysIfNameToIndex as ifNameToIndex } from './libc.js';
+export { createMacvtap, macvtapNode, openMacvtapQueues, statNode, isNodeOf, type MacvtapMode, type MacvtapNode, type MacvtapOptions } from './macvtap.js';
+export { vlanFiltering, setVlanFiltering, addPortVlan, delPortVlan, type PortVlan } from './vlan.js';
+export { OpenCloseWatch, type FileEvents } from './inotify.js';

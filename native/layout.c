@@ -18,6 +18,8 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_link.h>
+#include <linux/if_bridge.h>
+#include <sys/inotify.h>
 
 static int first = 1;
 static void emit(const char *name, long value) {
@@ -53,7 +55,11 @@ int main(void) {
   K(IFLA_ADDRESS); K(IFLA_IFNAME); K(IFLA_MTU); K(IFLA_MASTER); K(IFLA_LINKINFO); K(IFLA_INFO_KIND);
   K(IFLA_INFO_DATA); K(IFLA_TUN_OWNER); K(IFLA_TUN_GROUP); K(IFLA_TUN_PERSIST); K(IFLA_TUN_MULTI_QUEUE);
   K(IFLA_TUN_NUM_QUEUES); K(IFLA_TUN_NUM_DISABLED_QUEUES);
-  K(EAGAIN); K(EINTR); K(ENOBUFS); K(EPROTO); K(ENODEV); K(EOPNOTSUPP);
+  K(IFLA_LINK); K(IFLA_AF_SPEC); K(NLM_F_CREATE); K(NLM_F_EXCL);
+  K(IFLA_MACVLAN_MODE); K(MACVLAN_MODE_PRIVATE); K(MACVLAN_MODE_VEPA); K(MACVLAN_MODE_BRIDGE); K(MACVLAN_MODE_PASSTHRU);
+  K(IFLA_BR_VLAN_FILTERING); K(IFLA_BRIDGE_VLAN_INFO); K(BRIDGE_VLAN_INFO_PVID); K(BRIDGE_VLAN_INFO_UNTAGGED);
+  K(IN_OPEN); K(IN_CLOSE_WRITE); K(IN_CLOSE_NOWRITE); K(IN_Q_OVERFLOW); K(IN_IGNORED); K(IN_NONBLOCK); K(IN_CLOEXEC);
+  K(EAGAIN); K(EINTR); K(ENOBUFS); K(EPROTO); K(ENODEV); K(EOPNOTSUPP); K(ENOENT); K(EACCES); K(EEXIST);
 
   SZ(ifreq); OFF(ifreq, ifr_name); OFF(ifreq, ifr_flags); OFF(ifreq, ifr_ifindex);
   OFF(ifreq, ifr_mtu); OFF(ifreq, ifr_hwaddr); OFF(ifreq, ifr_data);
@@ -73,6 +79,8 @@ int main(void) {
   SZ(nlattr); OFF(nlmsgerr, error);
   SZ(ethtool_drvinfo); OFF(ethtool_drvinfo, cmd); OFF(ethtool_drvinfo, driver);
   SZ(timeval);
+  SZ(bridge_vlan_info); OFF(bridge_vlan_info, flags); OFF(bridge_vlan_info, vid);
+  SZ(inotify_event); OFF(inotify_event, wd); OFF(inotify_event, mask); OFF(inotify_event, len);
   printf("\n}\n");
   return 0;
 }

@@ -15,6 +15,7 @@
 #   /usr/bin/tapd-bridge-helper    a static C program, compiled here from native/ (needs cc
 #                                  and libc6-dev); no setuid bit, no capabilities
 #   /usr/lib/systemd/system/tapd.socket, tapd.service
+#   /usr/lib/udev/rules.d/70-tapd-macvtap.rules   (group tapd rw on macvtap /dev/tapN)
 #   /etc/tapd/tapd.conf            commented default; an existing one is never
 #                                  touched, the new default goes to tapd.conf.dist-new
 #   /usr/share/polkit-1/actions/org.tapd.policy
@@ -337,6 +338,10 @@ put 0644 "$work/tapd.service" "$unitdir/tapd.service"
 record "file $unitdir/tapd.service"
 put 0644 "$src/systemd/tapd.socket" "$unitdir/tapd.socket"
 record "file $unitdir/tapd.socket"
+# macvtap networks: group tapd may open /dev/tapN (udev; see the rule's comment).
+udevdir=${prefix%/}/lib/udev/rules.d
+put 0644 "$src/systemd/70-tapd-macvtap.rules" "$udevdir/70-tapd-macvtap.rules"
+record "file $udevdir/70-tapd-macvtap.rules"
 
 if [ -f "$src/systemd/org.tapd.policy" ]; then
   put 0644 "$src/systemd/org.tapd.policy" "$polkitdir/org.tapd.policy"

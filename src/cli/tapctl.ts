@@ -11,6 +11,7 @@ import { VERSION } from '../version.js';
 import { EXIT, EXIT_CODES_HELP, errorLine, exitCodeFor } from './exit-codes.js';
 import { formatLeases, formatStatus } from './format.js';
 import { launch } from './launch.js';
+import { registerHotplug } from './qmp.js';
 import { LaunchError } from './launch-error.js';
 import { getpwuid } from '../common/accounts.js';
 import { becomeUser, sudoUser, type SudoUser } from './privileges.js';
@@ -362,6 +363,8 @@ Exit status 0 when allowed, 1 when not. Example:  tapctl check -b lan --queues 4
 program.command('reload')
   .description('make tapd re-read its policy (root or a tapd admin)')
   .action(act((o: unknown, cmd: Command) => reloadCommand(o, cmd)));
+
+registerHotplug(program, act, socketOf, defaultNetwork);
 
 // First thing, while /proc/self is still readable: after sudo's setuid the process is not dumpable
 // and /proc/self/fd belongs to root. Fds opened later are Node's own, all close-on-exec.

@@ -5,6 +5,7 @@ import { TapdError } from '../errors/tapd-error.js';
 import type { Network } from './policy/types.js';
 import { runHook } from './hooks.js';
 import type { Logger } from './log.js';
+import { checkVlanBridge, enableVlanFiltering, tagUplink } from './vlans.js';
 
 /** A bridge ready to take a port. */
 export interface ReadyBridge {
@@ -24,6 +25,7 @@ export function inspectBridge(net: Network): { stp: boolean } {
   const bridge = net.bridge!;
   if (sys.exists(bridge)) {
     if (!sys.isBridge(bridge)) throw unavailable(net, `${bridge} exists but is not a bridge; fix the config`);
+    checkVlanBridge(net, bridge);
     return { stp: stpOn(bridge) };
   }
   if (net.mode === 'bridged' && !net.createBridge) throw unavailable(net, `bridge ${bridge} does not exist; an admin must create it`);
@@ -66,6 +68,8 @@ async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<
   const bridge = net.bridge!;
   if (!sys.exists(bridge)) await create(net, bridge, hookTimeoutMs, log);
   else if (!sys.isBridge(bridge)) throw unavailable(net, `${bridge} exists but is not a bridge; fix the config`);
+  checkVlanBridge(net, bridge);
+  tagUplink(net);
   const ifindex = sys.getIndex(bridge);
   if (!pinned.has(ifindex)) {
     if (!sys.macIsFixed(bridge)) {
@@ -86,6 +90,8 @@ async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, l
   sys.createBridge(bridge);
   log.info({ event: 'bridge_created', network: net.name, bridge: bridge.value }, 'bridge created');
   try {
+    // Before any port: a VLAN network's bridge filters VLANs from the start.
+    if (net.vlan !== undefined) enableVlanFiltering(net, bridge);
     if (nic) {
       // The bridge takes the NIC's MTU and MAC so the host's address on the LAN stays the same.
       sys.setMtu(bridge, sys.getMtu(nic));

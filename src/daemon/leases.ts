@@ -2,7 +2,7 @@
 // Quotas are counted from this table (reservations included), so a slot is free exactly when
 // its entry is gone. Every change is appended to a journal in the state dir before the daemon
 // acts on it, so a crash loses nothing that a restart needs to reconcile.
-import { MAX_QUEUES } from '../protocol/messages.js';
+import { MAX_MTU, MAX_QUEUES, MIN_MTU } from '../protocol/messages.js';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -28,6 +28,10 @@ export interface Lease {
   started: string;
   /** The up hook ran, so the down hook must run when the lease ends. */
   upRan: boolean;
+  /** 'macvtap': a macvtap device on the network's NIC (the guest's MAC is the device's); absent: a TAP. */
+  kind?: 'macvtap';
+  /** The VLAN of its bridge port, when its network has one. */
+  vlan?: number;
 }
 
 /** A slot held while an open is in progress: it counts against quotas and reserves its MAC and name. */
@@ -55,14 +59,18 @@ const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
   network: (v) => nameProblem(v),
   bridge: (v) => (v === null ? undefined : nameProblem(v)),
   mac: (v) => macProblem(v),
-  mtu: (v) => (Number.isInteger(v) && (v as number) >= 68 && (v as number) <= 65535 ? undefined : 'must be an integer from 68 to 65535'),
+  mtu: (v) => (Number.isInteger(v) && (v as number) >= MIN_MTU && (v as number) <= MAX_MTU ? undefined : `must be an integer from ${MIN_MTU} to ${MAX_MTU}`),
   queues: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_QUEUES ? undefined : `must be an integer from 1 to ${MAX_QUEUES}`),
   vnetHdr: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
   ifname: (v) => nameProblem(v),
   ifindex: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 0x7fffffff ? undefined : 'must be an interface index (an integer from 1)'),
   started: (v) => (typeof v === 'string' && v.length > 0 && v.length <= 64 ? undefined : 'must be a time stamp (a string of 1 to 64 characters)'),
   upRan: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
+  kind: (v) => (v === 'macvtap' ? undefined : 'must be "macvtap" when present'),
+  vlan: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4094 ? undefined : 'must be a VLAN id from 1 to 4094'),
 };
+/** Fields a lease may lack (a TAP has no kind; most networks have no VLAN). */
+const OPTIONAL_FIELDS = new Set(['kind', 'vlan']);
 
 function nameProblem(v: unknown): string | undefined {
   if (typeof v !== 'string') return 'must be an interface name (a string)';
@@ -105,7 +113,10 @@ function entryProblem(v: unknown): string | undefined {
   const lease = v.start;
   if (!isObject(lease)) return `"start" must be a lease object, found ${lease === null ? 'null' : typeof lease}`;
   for (const [field, check] of Object.entries(LEASE_FIELDS)) {
-    if (!(field in lease)) return `the lease has no "${field}"`;
+    if (!(field in lease)) {
+      if (OPTIONAL_FIELDS.has(field)) continue;
+      return `the lease has no "${field}"`;
+    }
     const p = check(lease[field]);
     if (p !== undefined) return `the lease's "${field}" ${p}`;
   }
@@ -244,9 +255,9 @@ export class LeaseTable {
    * kernel's own `tap%d` reuses a number as soon as its device is gone, while the old lease's
    * down hook may still be running with that name.
    */
-  reserve(ownerUid: number, network: string, mac: string): Reservation {
+  reserve(ownerUid: number, network: string, mac: string, prefix: 'tap' | 'mvt' = 'tap'): Reservation {
     let ifname: string;
-    do ifname = `tap${randomBytes(4).toString('hex')}`;
+    do ifname = `${prefix}${randomBytes(4).toString('hex')}`;
     while (this.nameInUse(ifname));
     const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname };
     this.pending.set(r.id, r);

@@ -12,6 +12,8 @@ import { DeniedError } from './denied-error.js';
 import { runHook } from './hooks.js';
 import { POLKIT_ACTION_OPEN } from './polkit.js';
 import type { Lease } from './leases.js';
+import { inspectMacvtap, openMacvtap } from './macvtap.js';
+import { setPortVlan } from './vlans.js';
 import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
 
 /** What the policy allowed, with every value parsed: the open carries it out, check reports it. */
@@ -63,7 +65,8 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   if (req.mac !== undefined) p.mac = guestMac(req.mac);
   if (req.mtu !== undefined) p.mtu = req.mtu;
   checkQuota(ctx, p);
-  if (net.mode !== 'hostonly') {
+  if (net.mode === 'macvtap') inspectMacvtap(net, p.mtu);
+  if (net.mode === 'bridged' || net.mode === 'uplink') {
     const { stp } = inspectBridge(net);
     if (stp) p.warnings.push(`bridge ${net.bridge} has STP on: a new port forwards nothing for twice the forward delay (30 s by default)`);
     if (p.mtu !== undefined && sys.exists(net.bridge!)) checkMtu(net, p.mtu, sys.getMtu(net.bridge!));
@@ -118,16 +121,24 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   checkQuota(ctx, p);
   let mac = p.mac;
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = sys.Mac.random(GUEST_MAC_PREFIX);
-  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
+  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString(), net.mode === 'macvtap' ? 'mvt' : 'tap');
+  if (net.mode === 'macvtap') return openMacvtap(ctx, peer, req, p, slot, mac, (lease) => runUpHook(ctx, net.up!, lease), beforeHook);
   let tap: sys.Tap | undefined;
   let ifindex = 0;
   try {
-    const bridge = net.mode === 'hostonly' ? undefined : await ensureBridge(net, limits.hookTimeoutMs, ctx.log);
+    const bridge = net.mode === 'bridged' || net.mode === 'uplink' ? await ensureBridge(net, limits.hookTimeoutMs, ctx.log) : undefined;
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
     const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
     tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
     ifindex = sys.getIndex(tap.name);
-    sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge?.ifindex, up: true });
+    if (bridge && net.vlan !== undefined) {
+      // Its VLAN before it is up: no frame of the default VLAN ever reaches the port.
+      sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge.ifindex });
+      setPortVlan(net, bridge.name, ifindex, tap.name.value);
+      sys.setLink(ifindex, tap.name.value, { up: true });
+    } else {
+      sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge?.ifindex, up: true });
+    }
     if (bridge) {
       if (net.isolated) sys.setPortIsolated(ifindex, tap.name.value, true);
       // A bridge whose MTU nobody set follows its smallest port: never let a lease move it.
@@ -137,6 +148,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
     const lease: Omit<Lease, 'started'> = {
       id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? null, mac: slot.mac,
       mtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true,
+      ...(bridge && net.vlan !== undefined ? { vlan: net.vlan } : {}),
     };
     if (net.up) {
       beforeHook(limits.hookTimeoutMs);
@@ -210,6 +222,7 @@ export function leaseInfo(l: Lease): LeaseInfo {
   return {
     id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
     mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
+    ...(l.kind === 'macvtap' ? { kind: 'macvtap' as const } : {}), ...(l.vlan !== undefined ? { vlan: l.vlan } : {}),
   };
 }
 

@@ -7,10 +7,18 @@ import * as sys from '../sys/index.js';
 import type { DaemonContext } from './context.js';
 import { runHook } from './hooks.js';
 import type { Lease } from './leases.js';
+import { adoptMacvtap, forgetMacvtap, startMacvtapWatch } from './macvtap.js';
 import { hookEnv } from './open.js';
 
 /** Why a live lease's device is no longer what tapd handed out, or undefined if it still is. */
 export function tampered(lease: Lease, link: sys.LinkState): string | undefined {
+  if (lease.kind === 'macvtap') {
+    // The fd holder can do one thing to the device: set its MAC (SIOCSIFHWADDR on a queue fd,
+    // drivers/net/tap.c tap_ioctl); a macvtap's MAC is the address the NIC accepts frames for.
+    if (link.kind !== 'macvtap') return 'the device is no longer a macvtap';
+    if (link.address && !link.address.equals(sys.Mac.parse(lease.mac))) return `its holder changed the device's MAC to ${link.address} (SIOCSIFHWADDR)`;
+    return undefined;
+  }
   const tun = link.tun;
   if (!tun) return 'the device is no longer a TAP';
   if (tun.persist) return 'its holder made the device persistent (TUNSETPERSIST)';
@@ -33,7 +41,14 @@ export function watchLeases(ctx: DaemonContext): sys.LinkWatch {
     const lease = ctx.leases.byIfindex(report.ifindex);
     if (lease) judge(ctx, lease);
   });
+  watch.on('changed', (ifindex) => {
+    const lease = ctx.leases.byIfindex(ifindex);
+    if (lease) judge(ctx, lease);
+  });
   watch.on('overflow', () => sweep(ctx, 'link events lost'));
+  startMacvtapWatch((lease, why) => void endLease(ctx, lease, why, { deleteDevice: true }), () => {
+    ctx.log.warn({ event: 'macvtap_events_lost' }, 'macvtap open/close events lost; leases of macvtap devices may outlive their VMs until revoked');
+  });
   watch.on('error', (err) => {
     ctx.log.error({ event: 'link_watch_failed', reason: err.message }, 'link watch failed; sweeping every second');
     setInterval(() => sweep(ctx, 'polling'), 1000).unref();
@@ -45,6 +60,20 @@ export function watchLeases(ctx: DaemonContext): sys.LinkWatch {
   }
   ctx.leases.persist();
   sweep(ctx, 'startup reconcile');
+  for (const lease of ctx.leases.all()) {
+    if (lease.kind !== 'macvtap' || !sys.linkAlive(lease.ifindex, lease.ifname)) continue;
+    let held: boolean | undefined;
+    try {
+      held = adoptMacvtap(lease);
+    } catch {
+      held = false;
+    }
+    if (held === false) void endLease(ctx, lease, 'no process holds the macvtap device', { deleteDevice: true });
+    else if (held === undefined) {
+      ctx.log.warn({ event: 'macvtap_unwatched', lease: lease.id, ifname: lease.ifname },
+        'cannot see who holds this macvtap device (another user\'s /proc/PID/fd); it stays until revoked or its device is deleted');
+    }
+  }
   return watch;
 }
 
@@ -72,6 +101,11 @@ function judge(ctx: DaemonContext, lease: Lease): void {
  */
 export async function endLease(ctx: DaemonContext, lease: Lease, why: string, opts: { deleteDevice?: boolean } = {}): Promise<void> {
   if (!ctx.leases.end(lease.id)) return;
+  // A macvtap device outlives its fds: whatever ended the lease, the device goes too.
+  if (lease.kind === 'macvtap') {
+    forgetMacvtap(lease);
+    opts = { ...opts, deleteDevice: true };
+  }
   const audit = { event: 'lease_end', lease: lease.id, uid: lease.ownerUid, network: lease.network, ifname: lease.ifname, ifindex: lease.ifindex, mac: lease.mac, reason: why };
   if (opts.deleteDevice && sys.linkAlive(lease.ifindex, lease.ifname)) {
     try {

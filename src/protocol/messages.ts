@@ -157,6 +157,10 @@ export interface LeaseInfo {
   owner_uid: number;
   pid: number;
   started: string;
+  /** "tap" (a TAP device, default) or "macvtap" (fds of /dev/tapN; ifname is the macvtap device). */
+  kind?: 'tap' | 'macvtap';
+  /** The VLAN of the lease's bridge port, when its network has one. */
+  vlan?: number;
 }
 
 export interface ErrorReply {

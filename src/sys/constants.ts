@@ -95,6 +95,29 @@ export const C = {
   IFLA_TUN_MULTI_QUEUE: 7,
   IFLA_TUN_NUM_QUEUES: 8,
   IFLA_TUN_NUM_DISABLED_QUEUES: 9,
+  IFLA_LINK: 5,
+  IFLA_AF_SPEC: 26,
+  NLM_F_CREATE: 0x400,
+  NLM_F_EXCL: 0x200,
+  // linux/if_link.h: macvlan/macvtap (IFLA_INFO_DATA of kind "macvtap") and bridge options
+  IFLA_MACVLAN_MODE: 1,
+  MACVLAN_MODE_PRIVATE: 1,
+  MACVLAN_MODE_VEPA: 2,
+  MACVLAN_MODE_BRIDGE: 4,
+  MACVLAN_MODE_PASSTHRU: 8,
+  IFLA_BR_VLAN_FILTERING: 7,
+  // linux/if_bridge.h: per-port VLANs (IFLA_AF_SPEC of an AF_BRIDGE message)
+  IFLA_BRIDGE_VLAN_INFO: 2,
+  BRIDGE_VLAN_INFO_PVID: 2,
+  BRIDGE_VLAN_INFO_UNTAGGED: 4,
+  // sys/inotify.h: who opens and closes a macvtap character device
+  IN_OPEN: 0x20,
+  IN_CLOSE_WRITE: 0x8,
+  IN_CLOSE_NOWRITE: 0x10,
+  IN_Q_OVERFLOW: 0x4000,
+  IN_IGNORED: 0x8000,
+  IN_NONBLOCK: 0x800,
+  IN_CLOEXEC: 0x80000,
   // limits.h: the kernel's cap on supplementary groups (NGROUPS_MAX)
   NGROUPS_MAX: 65536,
   // errno.h (the ones we branch on)
@@ -104,6 +127,9 @@ export const C = {
   EPROTO: 71,
   ENODEV: 19,
   EOPNOTSUPP: 95,
+  ENOENT: 2,
+  EACCES: 13,
+  EEXIST: 17,
 } as const;
 
 /** sizeof and offsetof, named `struct.field` (offsets) and `sizeof struct` (sizes). */
@@ -164,6 +190,13 @@ export const LAYOUT = {
   'ethtool_drvinfo.cmd': 0,
   'ethtool_drvinfo.driver': 4,
   'sizeof struct timeval': 16,
+  'sizeof struct bridge_vlan_info': 4,
+  'bridge_vlan_info.flags': 0,
+  'bridge_vlan_info.vid': 2,
+  'sizeof struct inotify_event': 16,
+  'inotify_event.wd': 0,
+  'inotify_event.mask': 4,
+  'inotify_event.len': 12,
 } as const;
 
 /** CMSG_SPACE for a payload of n bytes: header plus payload rounded up to 8. */

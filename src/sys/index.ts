@@ -14,3 +14,6 @@ export { LinkWatch, linkAlive, type TunReport } from './link-watch.js';
 export { setPortIsolated, setLink, deleteLink, getLink, type LinkConfig, type LinkState, type TunState } from './rtnetlink.js';
 export { sysFcntl as fcntl, sysSocketpair as socketpair } from './libc.js';
 export { closeOnExecAll } from './fds.js';
+export { createMacvtap, macvtapNode, openMacvtapQueues, statNode, isNodeOf, type MacvtapMode, type MacvtapNode, type MacvtapOptions } from './macvtap.js';
+export { vlanFiltering, setVlanFiltering, addPortVlan, delPortVlan, type PortVlan } from './vlan.js';
+export { OpenCloseWatch, type FileEvents } from './inotify.js';

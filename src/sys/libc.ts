@@ -27,6 +27,10 @@ const raw = define({
   recvmsg: { library: 'libc', retType: I64, paramsType: [I32, BUF, I32], errno },
   send: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64, I32], errno },
   recv: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64, I32], errno },
+  read: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64], errno },
+  inotify_init1: { library: 'libc', retType: I32, paramsType: [I32], errno },
+  inotify_add_watch: { library: 'libc', retType: I32, paramsType: [I32, STR, DataType.U32], errno },
+  inotify_rm_watch: { library: 'libc', retType: I32, paramsType: [I32, I32], errno },
   if_nametoindex: { library: 'libc', retType: DataType.U32, paramsType: [STR], errno },
   if_indextoname: { library: 'libc', retType: DataType.BigInt, paramsType: [DataType.U32, BUF] },
   // ffi-rs has no address-of: memmove(buf, buf, 0) returns the Buffer's address.
@@ -141,6 +145,23 @@ export function sysSend(fd: number, data: Buffer, flags: number, ctx: Ctx): numb
 
 export function sysRecv(fd: number, into: Buffer, flags: number, ctx: Ctx): number {
   return check('recv', raw.recv([fd, into, into.length, flags]), ctx);
+}
+
+export function sysRead(fd: number, into: Buffer, ctx: Ctx): number {
+  return check('read', raw.read([fd, into, into.length]), ctx);
+}
+
+export function sysInotifyInit(flags: number, ctx: Ctx): number {
+  return check('inotify_init1', raw.inotify_init1([flags]), ctx);
+}
+
+export function sysInotifyAddWatch(fd: number, path: string, mask: number, ctx: Ctx): number {
+  return check('inotify_add_watch', raw.inotify_add_watch([fd, path, mask]), ctx);
+}
+
+/** inotify_rm_watch; EINVAL (the watch went with its inode) is not an error worth raising. */
+export function sysInotifyRmWatch(fd: number, wd: number): void {
+  raw.inotify_rm_watch([fd, wd]);
 }
 
 /** if_nametoindex; 0 when there is no such device. */

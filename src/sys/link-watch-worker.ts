@@ -37,6 +37,8 @@ while (Atomics.load(stopFlag, 0) === 0) {
       const link = parseLink(body);
       if (link?.tun) {
         parentPort!.postMessage({ kind: 'tun', ifindex: link.ifindex, ifname: link.ifname, address: link.address?.toString(), tun: link.tun });
+      } else if (link?.kind === 'macvtap') {
+        parentPort!.postMessage({ kind: 'changed', ifindex: link.ifindex });
       }
     }
     off += (len + 3) & ~3;

@@ -20,6 +20,8 @@ export interface LinkWatchEvents {
   gone: [ifindex: number];
   /** A tun/tap device reported its state (after any change: persist, owner, MAC, flags...). */
   tun: [report: TunReport];
+  /** A device of another kind (a macvtap) changed: judge it afresh. */
+  changed: [ifindex: number];
   /** Events may have been lost (socket overflow): re-check every device you care about. */
   overflow: [reason: string];
   error: [err: Error];
@@ -61,6 +63,7 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
     this.worker = new Worker(url, { workerData: { fd: this.fd, stop: this.stop } });
     this.worker.on('message', (m: { kind: string; ifindex?: number; reason?: string } & Partial<TunReport>) => {
       if (m.kind === 'gone') this.emit('gone', m.ifindex!);
+      else if (m.kind === 'changed') this.emit('changed', m.ifindex!);
       else if (m.kind === 'tun') this.emit('tun', { ifindex: m.ifindex!, ifname: m.ifname!, address: m.address, tun: m.tun! });
       else this.emit('overflow', m.reason ?? 'overflow');
     });

@@ -11,7 +11,7 @@ const IFINFO = LAYOUT['sizeof struct ifinfomsg'];
 const NLA_HDR = LAYOUT['sizeof struct nlattr'];
 const align4 = (n: number): number => (n + 3) & ~3;
 
-function nlattr(type: number, payload: Buffer): Buffer {
+export function nlattr(type: number, payload: Buffer): Buffer {
   const len = NLA_HDR + payload.length;
   const buf = Buffer.alloc(align4(len));
   buf.writeUInt16LE(len, 0);
@@ -20,13 +20,13 @@ function nlattr(type: number, payload: Buffer): Buffer {
   return buf;
 }
 
-function u32(value: number): Buffer {
+export function u32(value: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(value, 0);
   return b;
 }
 
-function ifinfomsg(family: number, ifindex: number, flags = 0, change = 0): Buffer {
+export function ifinfomsg(family: number, ifindex: number, flags = 0, change = 0): Buffer {
   const ifi = Buffer.alloc(IFINFO);
   ifi.writeUInt8(family, LAYOUT['ifinfomsg.ifi_family']);
   ifi.writeInt32LE(ifindex, LAYOUT['ifinfomsg.ifi_index']);
@@ -54,7 +54,7 @@ function socketFd(): number {
  * Sends one request and returns the payload of its answer: for a request with NLM_F_ACK the ACK
  * (an error becomes a SystemError), for RTM_GETLINK the RTM_NEWLINK message body.
  */
-function request(type: number, flags: number, body: Buffer, action: string, device: string): Buffer | undefined {
+export function request(type: number, flags: number, body: Buffer, action: string, device: string): Buffer | undefined {
   const fd = socketFd();
   const mySeq = ++seq;
   const hdr = Buffer.alloc(NLMSG_HDR);
@@ -128,6 +128,8 @@ export interface LinkState {
   address?: Mac;
   mtu?: number;
   master?: number;
+  /** IFLA_LINK: the lower device (a macvtap's NIC). */
+  link?: number;
   kind?: string;
   tun?: TunState;
 }
@@ -161,6 +163,8 @@ export function parseLink(body: Buffer): LinkState | undefined {
   if (mtu?.length === 4) state.mtu = mtu.readUInt32LE(0);
   const master = attrs.get(C.IFLA_MASTER);
   if (master?.length === 4) state.master = master.readUInt32LE(0);
+  const lower = attrs.get(C.IFLA_LINK);
+  if (lower?.length === 4) state.link = lower.readUInt32LE(0);
   const linkinfo = attrs.get(C.IFLA_LINKINFO);
   if (linkinfo) {
     const info = attributes(linkinfo);

@@ -323,8 +323,9 @@ class Parser {
 
   // ---- statements ----
 
-  // network NAME (bridge BR [create] | uplink NIC bridge BR [bridge-script PATH] | hostonly)
-  //              [up PATH] [down PATH] [mtu N] [isolated]      (options in any order)
+  // network NAME (bridge BR [create] | uplink NIC bridge BR [bridge-script PATH] | hostonly
+  //               | macvtap NIC [mode bridge|vepa|private|passthru])
+  //              [up PATH] [down PATH] [mtu N] [isolated] [vlan N]      (options in any order)
   private network(c: Cursor): void {
     const nameTok = c.next();
     if (!nameTok) {
@@ -349,6 +350,9 @@ class Parser {
     let create = false;
     let hostonly = false;
     let isolated = false;
+    let lower: string | undefined;
+    let macvtapMode: Network['macvtapMode'];
+    let vlan: number | undefined;
     for (let tok = c.next(); tok; tok = c.next()) {
       const before = seen.get(tok.text);
       if (before) this.at(c.line, tok, `"${tok.text}" given twice for network ${nameTok.text}`);
@@ -363,14 +367,27 @@ class Parser {
         case 'create': create = true; break;
         case 'hostonly': hostonly = true; break;
         case 'isolated': isolated = true; break;
+        case 'macvtap': lower = this.ifname(c, tok, 'a network interface name'); break;
+        case 'mode': macvtapMode = this.macvtapMode(c, tok); break;
+        case 'vlan': vlan = this.number(c, tok, 1, 4094); break;
         default:
-          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, up PATH, down PATH, mtu N or isolated)`);
+          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, macvtap NIC, mode M, up PATH, down PATH, mtu N, isolated or vlan N)`);
       }
     }
     const word = (w: string): Token => seen.get(w) as Token;
     let mode: Network['mode'] = 'hostonly';
-    if (hostonly) {
-      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated']) {
+    if (seen.has('macvtap')) {
+      mode = 'macvtap';
+      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated', 'hostonly', 'vlan']) {
+        if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "macvtap" (a macvtap device sits on its NIC, on no bridge${w === 'vlan' ? '; for a VLAN, name the NIC\'s VLAN interface, e.g. macvtap eth0.20' : ''})`);
+      }
+    } else if (seen.has('mode')) {
+      this.at(c.line, word('mode'), '"mode" is for macvtap networks (macvtap NIC mode bridge|vepa|private|passthru)');
+    }
+    if (mode === 'macvtap') {
+      // checked above
+    } else if (hostonly) {
+      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated', 'vlan']) {
         if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "hostonly" (a host-only TAP is on no bridge)`);
       }
     } else if (seen.has('uplink')) {
@@ -382,24 +399,37 @@ class Parser {
       mode = 'bridged';
       if (seen.has('bridge-script')) this.at(c.line, word('bridge-script'), '"bridge-script" is for uplink networks (it runs after tapd creates the bridge for the uplink)');
     } else {
-      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly`);
+      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly, macvtap NIC`);
     }
     if (!nameOk) return;
     const network: Network = {
       name: nameTok.text,
       mode,
       createBridge: mode === 'bridged' && create,
-      isolated: mode !== 'hostonly' && isolated,
+      isolated: (mode === 'bridged' || mode === 'uplink') && isolated,
       source: { file: c.line.file, line: c.line.line },
     };
+    if (mode === 'macvtap' && lower !== undefined) {
+      network.lower = IfName.parse(lower);
+      network.macvtapMode = macvtapMode ?? 'bridge';
+    }
+    if ((mode === 'bridged' || mode === 'uplink') && vlan !== undefined) network.vlan = vlan;
     // Parsed once, here: the daemon passes these to the kernel as they are.
-    if (mode !== 'hostonly' && bridge !== undefined) network.bridge = IfName.parse(bridge);
+    if ((mode === 'bridged' || mode === 'uplink') && bridge !== undefined) network.bridge = IfName.parse(bridge);
     if (mode === 'uplink' && uplink !== undefined) network.uplink = IfName.parse(uplink);
     if (mode === 'uplink' && bridgeScript !== undefined) network.bridgeScript = bridgeScript;
     if (up !== undefined) network.up = up;
     if (down !== undefined) network.down = down;
     if (mtu !== undefined) network.mtu = mtu;
     this.networks.push({ network, site: this.site(c.line, nameTok) });
+  }
+
+  private macvtapMode(c: Cursor, opt: Token): Network['macvtapMode'] {
+    const v = c.next();
+    const modes = ['bridge', 'vepa', 'private', 'passthru'] as const;
+    if (v && (modes as readonly string[]).includes(v.text)) return v.text as (typeof modes)[number];
+    this.at(c.line, v ?? opt, `"mode" needs one of ${modes.join(', ')}${v ? `, not "${v.text}"` : ''}`);
+    return undefined;
   }
 
   private options(c: Cursor, kind: string): RuleOptions {

@@ -72,8 +72,9 @@ class CompiledPolicy implements Policy {
     // resolve(): network name first, then bridge name, then uplink NIC name. The compiler
     // rejects a name used twice in these roles, so the order only matters for a network
     // named after its own bridge.
-    for (const n of networks.values()) if (n.uplink !== undefined) this.aliases.set(n.uplink.value, n);
-    for (const n of networks.values()) if (n.bridge !== undefined) this.aliases.set(n.bridge.value, n);
+    // A VLAN network shares its bridge (and uplink) with others: it answers to its own name only.
+    for (const n of networks.values()) if (n.uplink !== undefined && n.vlan === undefined) this.aliases.set(n.uplink.value, n);
+    for (const n of networks.values()) if (n.bridge !== undefined && n.vlan === undefined) this.aliases.set(n.bridge.value, n);
     for (const n of networks.values()) this.aliases.set(n.name, n);
   }
 
@@ -172,8 +173,28 @@ export function compile(config: ParsedConfig, problems: Problem[]): Policy {
     if (networks.get(network.name) !== network) continue;
     claim(network.name, network, 'name', site);
     const s = { file: network.source.file, line: network.source.line, column: site.column };
+    if (network.vlan !== undefined) continue; // checked below: VLANs of one bridge share it
     if (network.bridge !== undefined) claim(network.bridge.value, network, 'bridge', s);
     if (network.uplink !== undefined) claim(network.uplink.value, network, 'uplink interface', s);
+  }
+  // VLAN networks: several may share a bridge, and an uplink NIC, but a NIC is on one bridge,
+  // and neither may be some other network's name.
+  const uplinkBridge = new Map<string, Network>();
+  for (const { network, site } of config.networks) {
+    if (networks.get(network.name) !== network || network.vlan === undefined) continue;
+    const s = { file: network.source.file, line: network.source.line, column: site.column };
+    for (const [name, role] of [[network.bridge?.value, 'bridge'], [network.uplink?.value, 'uplink interface']] as const) {
+      const prev = name === undefined ? undefined : owner.get(name);
+      if (name !== undefined && prev && prev.role === 'name' && prev.network !== network) {
+        problems.push({ ...s, message: `${name} is already the name of network ${prev.network.name} (${where(prev.network.source)}); it cannot also be the ${role} of network ${network.name}` });
+      }
+    }
+    if (network.uplink !== undefined) {
+      const prev = uplinkBridge.get(network.uplink.value);
+      if (prev && prev.bridge?.value !== network.bridge?.value) {
+        problems.push({ ...s, message: `uplink ${network.uplink} is on bridge ${prev.bridge} for network ${prev.name} (${where(prev.source)}); network ${network.name} must name the same bridge` });
+      } else if (!prev) uplinkBridge.set(network.uplink.value, network);
+    }
   }
 
   // qemu-bridge-conf: a bridge the ACL allows (and does not also deny) that is no network's

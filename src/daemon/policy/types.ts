@@ -1,4 +1,5 @@
 import type { IfName } from '../../sys/ifname.js';
+import type { MacvtapMode } from '../../sys/macvtap.js';
 
 // The contract between the policy module (parser + decisions) and the daemon.
 // The daemon only ever sees these types; how the file is written is the policy module's business.
@@ -9,7 +10,7 @@ export interface SourceRef {
   line: number;
 }
 
-export type NetworkMode = 'bridged' | 'uplink' | 'hostonly';
+export type NetworkMode = 'bridged' | 'uplink' | 'hostonly' | 'macvtap';
 
 export interface Network {
   /** The name users pass with `-b` (also matched: the bridge name, and for uplink the NIC name). */
@@ -30,6 +31,12 @@ export interface Network {
   mtu?: number;
   /** Bridge port isolation for TAPs on this network. */
   isolated: boolean;
+  /** macvtap only: the NIC each lease's macvtap device sits on. */
+  lower?: IfName;
+  /** macvtap only: how macvtaps on one NIC reach each other (default bridge). */
+  macvtapMode?: MacvtapMode;
+  /** bridged/uplink only: the 802.1Q VLAN (1..4094) of this network's ports on a VLAN-filtering bridge. */
+  vlan?: number;
   source: SourceRef;
 }
 

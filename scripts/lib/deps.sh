@@ -1,6 +1,6 @@
 # Installs what tapd's build, tests, demo and bench need, only where missing. Sourced.
 TAPD_DEBS=(qemu-system-x86 qemu-system-common dnsmasq-base busybox-static tcpdump iproute2 util-linux
-  gcc libc6-dev cpio xz-utils zstd polkitd pkexec dbus-daemon systemd procps)
+  gcc libc6-dev cpio xz-utils zstd polkitd pkexec dbus-daemon systemd procps libnss-extrausers)
 
 ensure_deps() {
   if [ "$(id -u)" != 0 ]; then

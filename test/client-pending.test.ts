@@ -9,7 +9,7 @@ import { afterEach, expect, it } from 'vitest';
 import { request, type Pending } from '../src/client/client.js';
 import { encodeFrame } from '../src/protocol/frame.js';
 
-let cleanup: (() => void)[] = [];
+const cleanup: (() => void)[] = [];
 afterEach(() => {
   for (const f of cleanup.splice(0)) f();
 });

@@ -32,8 +32,13 @@ export function knownModels(): string[] {
   return [...MODELS.keys()];
 }
 
+/** What we know of a model; one we do not list is passed through, judged by its name. */
+function modelInfo(model: string): ModelInfo {
+  return MODELS.get(model) ?? { virtio: model.startsWith('virtio-net'), pci: /pci/.test(model) };
+}
+
 export function isVirtioModel(model: string): boolean {
-  return MODELS.get(model)?.virtio ?? false;
+  return modelInfo(model).virtio;
 }
 
 /** One NIC as the user described it (flags or a --nic spec); unset fields take defaults. */
@@ -46,6 +51,8 @@ export interface NicOptions {
   vhost?: boolean;
   vnetHdr?: boolean;
   id?: string;
+  /** Extra -device properties, in order (dev.KEY=VALUE in --nic, --device-opt for the first NIC). */
+  deviceProps?: [string, string][];
 }
 
 /** One NIC with every default applied and every rule checked. */
@@ -59,6 +66,7 @@ export interface Nic {
   /** Whether the TAP is opened with IFF_VNET_HDR (QEMU probes the fd and follows it). */
   vnetHdr: boolean;
   id: string;
+  deviceProps: [string, string][];
 }
 
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -86,11 +94,34 @@ export function parseMtu(value: string, where = '--mtu'): number {
   return parseIntIn(value, MIN_MTU, MAX_MTU, where);
 }
 
+// A QEMU driver name (qdev type names: letters, digits, - _ . ,); QEMU itself says whether it exists.
+const MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** A NIC model: the ones `--model help` lists, or any other driver name, passed through to QEMU. */
 export function parseModel(value: string, where = '--model'): string {
-  if (!MODELS.has(value)) {
-    throw new UsageError(`${where}: unknown NIC model "${value}"; use one of ${knownModels().join(', ')}`);
+  if (!MODEL_RE.test(value)) {
+    throw new UsageError(`${where}: "${value}" is not a QEMU device name (known NIC models: ${knownModels().join(', ')})`);
   }
   return value;
+}
+
+// -device properties tapctl writes itself: the user's would contradict the lease or the netdev.
+const RESERVED_PROPS = new Set(['netdev', 'mac', 'mq', 'driver']);
+const PROP_KEY_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+// QEMU's option syntax splits on commas (",," escapes one) and = ; keep values plain.
+const PROP_VALUE_RE = /^[^,=\s]{1,256}$/;
+
+/** One extra -device property, KEY=VALUE (`--device-opt`, or `dev.KEY=VALUE` in --nic). */
+export function parseDeviceProp(spec: string, where = '--device-opt'): [string, string] {
+  const eq = spec.indexOf('=');
+  const key = eq < 0 ? spec : spec.slice(0, eq);
+  const value = eq < 0 ? '' : spec.slice(eq + 1);
+  if (!PROP_KEY_RE.test(key)) throw new UsageError(`${where}: "${key}" is not a QEMU property name`);
+  if (RESERVED_PROPS.has(key)) {
+    throw new UsageError(`${where}: tapctl sets "${key}" itself${key === 'mac' ? ' (use --mac or mac=)' : key === 'mq' ? ' (use --queues)' : ''}`);
+  }
+  if (!PROP_VALUE_RE.test(value)) throw new UsageError(`${where}: ${key} needs a value without commas, blanks or "=" (${key}=VALUE)`);
+  return [key, value];
 }
 
 export function parseId(value: string, where = '--id'): string {
@@ -130,9 +161,16 @@ export function parseNicSpec(spec: string): NicOptions {
     const eq = part.indexOf('=');
     const key = eq < 0 ? part : part.slice(0, eq);
     const value = eq < 0 ? undefined : part.slice(eq + 1);
+    if (key.startsWith('dev.')) {
+      const prop = parseDeviceProp(part.slice(4), `--nic ${key}`);
+      if (seen.has(key)) throw new UsageError(`--nic ${spec}: "${key}" given twice`);
+      seen.add(key);
+      (out.deviceProps ??= []).push(prop);
+      continue;
+    }
     const field = Object.hasOwn(NIC_KEYS, key) ? NIC_KEYS[key] : undefined;
     if (field === undefined) {
-      throw new UsageError(`--nic ${spec}: unknown key "${key}" (expected b, model, mac, queues, mtu, vhost, vnet_hdr or id)`);
+      throw new UsageError(`--nic ${spec}: unknown key "${key}" (expected b, model, mac, queues, mtu, vhost, vnet_hdr, id or dev.PROPERTY)`);
     }
     if (seen.has(field)) throw new UsageError(`--nic ${spec}: "${key}" given twice`);
     seen.add(field);
@@ -165,8 +203,7 @@ function isEmpty(o: NicOptions): boolean {
 /** Applies defaults and the rules QEMU would otherwise reject late (or crash on). */
 export function resolveNic(o: NicOptions, index: number, defaultNetwork = DEFAULT_NETWORK): Nic {
   const model = o.model ?? DEFAULT_MODEL;
-  const info = MODELS.get(model);
-  if (!info) throw new UsageError(`unknown NIC model "${model}"`);
+  const info = modelInfo(model);
   const queues = o.queues ?? 1;
   const vhost = o.vhost ?? false;
   const what = index === 0 ? 'the first NIC' : `NIC ${index + 1}`;
@@ -177,7 +214,7 @@ export function resolveNic(o: NicOptions, index: number, defaultNetwork = DEFAUL
   if (vhost && o.vnetHdr === false) throw new UsageError(`${what}: vhost-net needs the virtio-net header; drop vnet_hdr=off`);
   // virtio models use the header (checksum and segmentation offload); others gain nothing from it.
   const vnetHdr = o.vnetHdr ?? (info.virtio || vhost);
-  const nic: Nic = { network: o.network ?? defaultNetwork, model, queues, vhost, vnetHdr, id: o.id ?? `net${index}` };
+  const nic: Nic = { network: o.network ?? defaultNetwork, model, queues, vhost, vnetHdr, id: o.id ?? `net${index}`, deviceProps: o.deviceProps ?? [] };
   if (o.mac !== undefined) nic.mac = o.mac;
   if (o.mtu !== undefined) nic.mtu = o.mtu;
   return nic;
@@ -205,7 +242,7 @@ export function resolveNics(primary: NicOptions, specs: NicOptions[], defaultNet
   return nics;
 }
 
-/** The body of the `open` request for one NIC (client WireRequest fields, op aside). */
+/** The body of the `open` request for one NIC (client WireRequest fields, op aside); `check` sends the same. */
 export function openRequest(nic: Nic, asUid?: number): {
   network: string; mac?: string; mtu?: number; queues: number; vnet_hdr: boolean; vhost: boolean; as_uid?: number;
 } {
@@ -244,14 +281,20 @@ export function tapNicArgs(g: Granted): string[] {
   let netdev = `tap,id=${nic.id},`;
   netdev += nic.queues === 1 ? `fd=${g.childFds[0]}` : `fds=${g.childFds.join(':')}`;
   if (nic.vhost) netdev += ',vhost=on';
-  let device = `${nic.model},netdev=${nic.id},mac=${g.mac}`;
+  const props: [string, string][] = [['netdev', nic.id], ['mac', g.mac]];
   if (nic.queues > 1) {
     // One rx and one tx vector per queue pair, one for config changes, one for the control vq.
-    device += ',mq=on';
-    if (MODELS.get(nic.model)?.pci) device += `,vectors=${2 * nic.queues + 2}`;
+    props.push(['mq', 'on']);
+    if (modelInfo(nic.model).pci) props.push(['vectors', String(2 * nic.queues + 2)]);
   }
-  if (nic.mtu !== undefined && isVirtioModel(nic.model)) device += `,host_mtu=${nic.mtu}`;
-  return ['-netdev', netdev, '-device', device];
+  if (nic.mtu !== undefined && isVirtioModel(nic.model)) props.push(['host_mtu', String(nic.mtu)]);
+  // The user's properties last; one we also set (vectors, host_mtu) replaces ours in place.
+  for (const [k, v] of nic.deviceProps) {
+    const i = props.findIndex(([key]) => key === k);
+    if (i >= 0) props[i] = [k, v];
+    else props.push([k, v]);
+  }
+  return ['-netdev', netdev, '-device', [nic.model, ...props.map(([k, v]) => `${k}=${v}`)].join(',')];
 }
 
 /** The emulator's whole argv (without argv[0]): our NICs first, then the user's arguments. */
@@ -304,9 +347,10 @@ export function translateRedir(spec: string): string {
 }
 
 /** `tapctl qemu --user-net`: QEMU's own user-mode network, no TAP, no tapd. */
-export function userNetArgs(nic: { id: string; model: string; mac?: string }, redirs: readonly string[]): string[] {
+export function userNetArgs(nic: { id: string; model: string; mac?: string; deviceProps?: [string, string][] }, redirs: readonly string[]): string[] {
   const netdev = [`user,id=${nic.id}`, ...redirs.map(translateRedir)].join(',');
   let device = `${nic.model},netdev=${nic.id}`;
   if (nic.mac !== undefined) device += `,mac=${nic.mac}`;
+  for (const [k, v] of nic.deviceProps ?? []) device += `,${k}=${v}`;
   return ['-netdev', netdev, '-device', device];
 }

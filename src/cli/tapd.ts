@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // tapd: the daemon. Runs in the foreground (systemd, or by hand for testing).
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { getgrnam } from '../common/accounts.js';
 import { startDaemon } from '../daemon/main.js';
 import { checkConfig, PolicyError } from '../daemon/policy/index.js';
@@ -28,7 +28,7 @@ const program = new Command('tapd')
   .option('--socket <path>', 'Unix socket to bind (ignored under systemd socket activation)', '/run/tapd/tapd.sock')
   .option('--state-dir <dir>', 'where leases are recorded across restarts', '/run/tapd')
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug', 'info')
-  .option('--socket-mode <mode>', 'mode of a socket tapd binds itself (access is decided by the policy)', octalMode, 0o666)
+  .addOption(new Option('--socket-mode <mode>', 'mode of a socket tapd binds itself (access is decided by the policy)').argParser(octalMode).default(0o666, '0666'))
   .option('--socket-group <group>', 'group of a socket tapd binds itself')
   .option('--check-config', 'check the configuration and the hooks it names, print every problem as file:line:column, exit 0 or 1')
   .addHelpText('after', `

@@ -5,13 +5,17 @@ import { SystemError } from '../errors/system-error.js';
 import { FrameReader, MAX_REPLY_BYTES, encodeFrame } from '../protocol/frame.js';
 import { MAX_QUEUES, PROTOCOL_VERSION, type LeaseInfo } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
+import { C, LAYOUT } from '../sys/constants.js';
+import { sysSetsockopt } from '../sys/libc.js';
 import { DaemonError } from './daemon-error.js';
 
 export const DEFAULT_SOCKET = '/run/tapd/tapd.sock';
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** Beyond a `pending` frame's timeout_ms: the daemon still has to clean up and reply. */
+export const PENDING_MARGIN_MS = 5_000;
 
 export interface WireRequest {
-  op: 'open' | 'check' | 'list' | 'status' | 'reload';
+  op: 'open' | 'check' | 'list' | 'status' | 'reload' | 'networks' | 'revoke';
   network?: string;
   mac?: string;
   mtu?: number;
@@ -19,6 +23,18 @@ export interface WireRequest {
   vnet_hdr?: boolean;
   vhost?: boolean;
   as_uid?: number;
+  /** open/check: we read `pending` frames (and wait as long as they say). */
+  progress?: boolean;
+  /** revoke: a lease id. */
+  lease?: string;
+  /** list, revoke: a uid. */
+  user?: number;
+}
+
+/** What a `pending` frame says the daemon is waiting for. */
+export interface Pending {
+  waiting_for: string;
+  timeout_ms: number;
 }
 
 export interface Response {
@@ -51,36 +67,68 @@ function withoutUndefined(req: WireRequest): Record<string, unknown> {
   return Object.fromEntries(Object.entries({ v: PROTOCOL_VERSION, ...req }).filter(([, v]) => v !== undefined));
 }
 
-/** Collects one reply frame and the fds that ride on it, from successive recvmsg results. */
+function isPending(body: Record<string, unknown>): Pending | undefined {
+  const p = body.pending as Partial<Pending> | undefined;
+  if (body.ok !== true || typeof p !== 'object' || p === null) return undefined;
+  return { waiting_for: String(p.waiting_for ?? 'something'), timeout_ms: Number(p.timeout_ms) || 0 };
+}
+
+/**
+ * Collects the reply frame and the fds that ride on it, from successive recvmsg results. A
+ * `pending` frame before it moves the receive deadline to the daemon's own timeout plus a margin.
+ */
 class ReplyAssembler {
   private readonly reader = new FrameReader(MAX_REPLY_BYTES);
   readonly fds: number[] = [];
+  private waitingFor: Pending | undefined;
+
+  constructor(private readonly fd: number, private readonly onPending?: (p: Pending) => void) {}
 
   /** The reply once complete, else undefined. Throws on truncation or a closed connection. */
   add(r: sys.Received): Response | undefined {
     this.fds.push(...r.fds);
     if (r.truncated) throw new TapdError('protocol', 'the daemon sent more fds than expected; they were closed');
-    if (r.length === 0) throw new TapdError('protocol', 'tapd closed the connection without a reply');
-    const frames = this.reader.push(Buffer.from(r.data));
-    if (frames.length === 0) return undefined;
-    return { body: JSON.parse(frames[0]!.toString('utf8')) as Record<string, unknown>, fds: this.fds };
+    if (r.length === 0) {
+      throw new TapdError('protocol', this.waitingFor
+        ? `tapd closed the connection while waiting for ${this.waitingFor.waiting_for}`
+        : 'tapd closed the connection without a reply');
+    }
+    for (const frame of this.reader.push(Buffer.from(r.data))) {
+      const body = JSON.parse(frame.toString('utf8')) as Record<string, unknown>;
+      const pending = isPending(body);
+      if (!pending) return { body, fds: this.fds };
+      this.waitingFor = pending;
+      setReceiveTimeout(this.fd, pending.timeout_ms + PENDING_MARGIN_MS);
+      this.onPending?.(pending);
+    }
+    return undefined;
   }
 
   /** Closes every fd received so far and turns a receive timeout into words. */
   fail(err: unknown): never {
     sys.closeAll(this.fds);
     if (err instanceof SystemError && err.errnoName === 'EAGAIN') {
+      if (this.waitingFor) {
+        throw new TapdError('timeout', `tapd is still running ${this.waitingFor.waiting_for} after ${Math.round(this.waitingFor.timeout_ms / 1000)} s, its limit; gave up waiting (an admin can find why in the tapd log)`);
+      }
       throw new TapdError('timeout', 'tapd did not answer in time; check that it is running (systemctl status tapd)');
     }
     throw err;
   }
 }
 
+function setReceiveTimeout(fd: number, ms: number): void {
+  const tv = Buffer.alloc(LAYOUT['sizeof struct timeval']);
+  tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
+  tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
+  sysSetsockopt(fd, C.SOL_SOCKET, C.SO_RCVTIMEO, tv, { action: 'set receive timeout' });
+}
+
 const MAX_RECV = 64 * 1024;
 const RECV_CTX = { action: 'read reply from tapd' };
 
-function readReplySync(fd: number): Response {
-  const a = new ReplyAssembler();
+function readReplySync(fd: number, onPending?: (p: Pending) => void): Response {
+  const a = new ReplyAssembler(fd, onPending);
   try {
     for (;;) {
       const res = a.add(sys.recvWithFds(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
@@ -91,8 +139,8 @@ function readReplySync(fd: number): Response {
   }
 }
 
-async function readReplyAsync(fd: number): Promise<Response> {
-  const a = new ReplyAssembler();
+async function readReplyAsync(fd: number, onPending?: (p: Pending) => void): Promise<Response> {
+  const a = new ReplyAssembler(fd, onPending);
   try {
     for (;;) {
       const res = a.add(await sys.recvWithFdsAsync(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
@@ -110,8 +158,19 @@ function resultOf(res: Response): Record<string, unknown> {
   throw new DaemonError(String(e.code ?? 'unknown'), String(e.message ?? 'tapd refused the request'));
 }
 
+export interface RequestOptions {
+  timeoutMs?: number;
+  /** Called for each `pending` frame (the request must have `progress: true`). */
+  onPending?: (p: Pending) => void;
+}
+
+function optionsOf(o: number | RequestOptions | undefined): RequestOptions {
+  return typeof o === 'number' ? { timeoutMs: o } : o ?? {};
+}
+
 /** One request, blocking (for command-line tools). Throws DaemonError when tapd says no. */
-export function requestSync(socketPath: string, req: WireRequest, timeoutMs = DEFAULT_TIMEOUT_MS): Response {
+export function requestSync(socketPath: string, req: WireRequest, options?: number | RequestOptions): Response {
+  const { timeoutMs = DEFAULT_TIMEOUT_MS, onPending } = optionsOf(options);
   let fd: number;
   try {
     fd = sys.connectUnix(socketPath, timeoutMs);
@@ -120,7 +179,7 @@ export function requestSync(socketPath: string, req: WireRequest, timeoutMs = DE
   }
   try {
     sys.sendAll(fd, encodeFrame(withoutUndefined(req)));
-    const res = readReplySync(fd);
+    const res = readReplySync(fd, onPending);
     resultOf(res);
     return res;
   } finally {
@@ -129,7 +188,8 @@ export function requestSync(socketPath: string, req: WireRequest, timeoutMs = DE
 }
 
 /** One request without blocking the event loop (connect and recvmsg run on threads). */
-export async function request(socketPath: string, req: WireRequest, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Response> {
+export async function request(socketPath: string, req: WireRequest, options?: number | RequestOptions): Promise<Response> {
+  const { timeoutMs = DEFAULT_TIMEOUT_MS, onPending } = optionsOf(options);
   let fd: number;
   try {
     fd = await sys.connectUnixAsync(socketPath, timeoutMs);
@@ -138,7 +198,7 @@ export async function request(socketPath: string, req: WireRequest, timeoutMs = 
   }
   try {
     sys.sendAll(fd, encodeFrame(withoutUndefined(req)));
-    const res = await readReplyAsync(fd);
+    const res = await readReplyAsync(fd, onPending);
     resultOf(res);
     return res;
   } finally {
@@ -155,10 +215,11 @@ function asOpened(res: Response): OpenedTap {
   return { lease, fds: res.fds };
 }
 
-export function openTapSync(socketPath: string, req: Omit<WireRequest, 'op'>, timeoutMs?: number): OpenedTap {
-  return asOpened(requestSync(socketPath, { op: 'open', ...req }, timeoutMs));
+/** An open that waits as long as the network's up hook may take (it asks for `pending` frames). */
+export function openTapSync(socketPath: string, req: Omit<WireRequest, 'op'>, options?: number | RequestOptions): OpenedTap {
+  return asOpened(requestSync(socketPath, { op: 'open', progress: true, ...req }, options));
 }
 
-export async function openTap(socketPath: string, req: Omit<WireRequest, 'op'>, timeoutMs?: number): Promise<OpenedTap> {
-  return asOpened(await request(socketPath, { op: 'open', ...req }, timeoutMs));
+export async function openTap(socketPath: string, req: Omit<WireRequest, 'op'>, options?: number | RequestOptions): Promise<OpenedTap> {
+  return asOpened(await request(socketPath, { op: 'open', progress: true, ...req }, options));
 }

@@ -35,6 +35,21 @@ const raw = define({
   if_indextoname: { library: 'libc', retType: DataType.BigInt, paramsType: [DataType.U32, BUF] },
   // ffi-rs has no address-of: memmove(buf, buf, 0) returns the Buffer's address.
   memmove: { library: 'libc', retType: DataType.BigInt, paramsType: [BUF, BUF, U64] },
+  // tapctl becomes the emulator (src/cli/launch.ts).
+  execve: { library: 'libc', retType: I32, paramsType: [STR, BUF, BUF], errno },
+  dup2: { library: 'libc', retType: I32, paramsType: [I32, I32], errno },
+  sigprocmask: { library: 'libc', retType: I32, paramsType: [I32, BUF, U64], errno },
+  _exit: { library: 'libc', retType: DataType.Void, paramsType: [I32] },
+  // NSS (src/sys/nss.ts): the reentrant forms write into our buffer, so nothing is dereferenced.
+  getpwuid_r: { library: 'libc', retType: I32, paramsType: [DataType.U32, BUF, BUF, U64, BUF] },
+  getpwnam_r: { library: 'libc', retType: I32, paramsType: [STR, BUF, BUF, U64, BUF] },
+  getgrnam_r: { library: 'libc', retType: I32, paramsType: [STR, BUF, BUF, U64, BUF] },
+  getgrouplist: { library: 'libc', retType: I32, paramsType: [STR, DataType.U32, BUF, BUF] },
+});
+
+// signal(2) with a handler given by value (SIG_DFL is 0): its own table, as for ioctl below.
+const handlerByValue = define({
+  signal: { library: 'libc', retType: U64, paramsType: [I32, U64] },
 });
 
 // ioctl with an integer argument (TUNSETOWNER...): define() names the C symbol by its key, so
@@ -175,4 +190,75 @@ export function sysIfIndexToName(index: number): string | undefined {
   if ((raw.if_indextoname([index, buf]) as bigint) === 0n) return undefined;
   const end = buf.indexOf(0);
   return buf.subarray(0, end < 0 ? 16 : end).toString('utf8');
+}
+
+/** The libc constants the exec path and NSS use, under their C names (test/exec-nss-layout.test.ts checks them). */
+export const LIBC_C = {
+  F_SETFL: 4,
+  F_DUPFD_CLOEXEC: 1030,
+  O_NONBLOCK: 0o4000,
+  SIGPIPE: 13,
+  SIGXFSZ: 25,
+  SIG_DFL: 0,
+  SIG_SETMASK: 2,
+  ERANGE: 34,
+  ENOEXEC: 8,
+} as const;
+
+/** NUL-terminated copies of `strings` and the NULL-terminated array of their addresses. */
+function cStringArray(strings: readonly string[]): { array: Buffer; keep: Buffer[] } {
+  const keep = strings.map((s) => Buffer.from(`${s}\0`, 'utf8'));
+  const array = Buffer.alloc(8 * (keep.length + 1));
+  keep.forEach((b, i) => array.writeBigUInt64LE(addressOf(b), 8 * i));
+  return { array, keep };
+}
+
+/** execve(2). Returns only on failure, by throwing. */
+export function sysExecve(path: string, argv: readonly string[], envp: readonly string[], ctx: Ctx): never {
+  if (argv.some((a) => a.includes('\0')) || envp.some((e) => e.includes('\0')) || path.includes('\0')) {
+    throw new RangeError('execve: an argument contains a NUL byte');
+  }
+  const a = cStringArray(argv);
+  const e = cStringArray(envp);
+  const r = raw.execve([path, a.array, e.array]);
+  void a.keep;
+  void e.keep;
+  check('execve', r, ctx);
+  throw new Error('execve returned');
+}
+
+export function sysDup2(from: number, to: number, ctx: Ctx): void {
+  check('dup2', raw.dup2([from, to]), ctx);
+}
+
+/** Default dispositions for the signals an exec keeps ignored (Node ignores SIGPIPE and SIGXFSZ), and no blocked signals. */
+export function sysResetSignalsForExec(ctx: Ctx): void {
+  // signal() cannot fail for a valid signal and SIG_DFL.
+  handlerByValue.signal([LIBC_C.SIGPIPE, LIBC_C.SIG_DFL]);
+  handlerByValue.signal([LIBC_C.SIGXFSZ, LIBC_C.SIG_DFL]);
+  check('sigprocmask', raw.sigprocmask([LIBC_C.SIG_SETMASK, Buffer.alloc(128), 0]), ctx);
+}
+
+/** _exit(2): no exit handlers (after the fds were rearranged for an exec, Node's own are gone). */
+export function sysExit(status: number): never {
+  raw._exit([status]);
+  throw new Error('_exit returned');
+}
+
+/** The reentrant NSS calls; each returns 0 or an errno (ERANGE: the buffer is too small). */
+export function sysGetpwuidR(uid: number, pwd: Buffer, buf: Buffer, result: Buffer): number {
+  return raw.getpwuid_r([uid, pwd, buf, buf.length, result]);
+}
+
+export function sysGetpwnamR(name: string, pwd: Buffer, buf: Buffer, result: Buffer): number {
+  return raw.getpwnam_r([name, pwd, buf, buf.length, result]);
+}
+
+export function sysGetgrnamR(name: string, grp: Buffer, buf: Buffer, result: Buffer): number {
+  return raw.getgrnam_r([name, grp, buf, buf.length, result]);
+}
+
+/** getgrouplist(3): -1 when `groups` is too small (then `ngroups` holds the count needed). */
+export function sysGetgrouplist(user: string, gid: number, groups: Buffer, ngroups: Buffer): number {
+  return raw.getgrouplist([user, gid, groups, ngroups]);
 }

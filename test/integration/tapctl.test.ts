@@ -15,9 +15,15 @@ const FAKE = path.join(ROOT, 'test/fixtures/tapctl/fake-emulator.sh');
 const CONFIG = `
 network lan bridge br0
 network other bridge br1
+network stp bridge br2
+network hooked bridge br3 up @DIR@/hooks/up down @DIR@/hooks/up
 permit @nogroup on lan leases 4 queues 4 mac mtu vhost
+permit @nogroup on stp leases 2
+permit @nogroup on hooked
 permit root on any
 `;
+// An up hook that takes a moment: the open waits for it (a pending frame first).
+const UP_HOOK = '#!/bin/sh\nsleep 1\nexit 0\n';
 
 let ns: Netns;
 let daemon: DaemonHandle;
@@ -29,7 +35,10 @@ beforeAll(async () => {
   ns = Netns.create('tapctl');
   ns.addBridge('br0', '02:00:00:00:00:01');
   ns.addBridge('br1', '02:00:00:00:00:02');
-  daemon = await startTapd(ns, CONFIG);
+  ns.addBridge('br2', '02:00:00:00:00:03');
+  ns.run('ip', ['link', 'set', 'br2', 'type', 'bridge', 'stp_state', '1']);
+  ns.addBridge('br3', '02:00:00:00:00:04');
+  daemon = await startTapd(ns, CONFIG, { 'hooks/up': [UP_HOOK, 0o755] });
   work = tempDir('tapctl');
   outDir = path.join(work, 'out');
   mkdirSync(outDir, { mode: 0o755 });
@@ -195,7 +204,7 @@ describe('tapctl qemu', () => {
     } finally {
       killFake(rep.pid);
     }
-    expect((await run.done).code).toBe(143);
+    expect((await run.done).signal).toBe('SIGTERM');
     await noTapsLeft();
     expect(await leases()).toEqual([]);
   });
@@ -220,19 +229,24 @@ describe('tapctl qemu', () => {
     await noTapsLeft();
   });
 
-  it('the VM keeps its network when tapctl is SIGKILLed; its exit ends the lease', async () => {
+  it('tapctl becomes the emulator: one process, the lease\'s pid, signals straight to it', async () => {
     const { out, env } = fakeEnv('wait');
     const run = tapctl(['qemu', '-b', 'lan', '--qemu', FAKE], { env });
     const rep = await report(out);
-    const ifname = rep.taps.get(3)!;
-    expect(taps()).toEqual([ifname]);
-    run.proc.kill('SIGKILL');
+    try {
+      // ip netns exec and setpriv exec too: the pid we spawned is tapctl's, now the emulator's.
+      expect(rep.pid).toBe(run.proc.pid);
+      expect(readFileSync(`/proc/${rep.pid}/comm`, 'utf8').trim()).not.toBe('node');
+      const [lease] = await leases();
+      expect(lease!.pid).toBe(rep.pid);
+      // Nothing ignored or blocked that Node had (SIGPIPE, SIGXFSZ).
+      const status = readFileSync(`/proc/${rep.pid}/status`, 'utf8');
+      expect(status).toMatch(/^SigIgn:\s+0+$/m);
+      expect(status).toMatch(/^SigBlk:\s+0+$/m);
+    } finally {
+      killFake(rep.pid, 'SIGKILL');
+    }
     expect((await run.done).signal).toBe('SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
-    expect(taps()).toEqual([ifname]);
-    expect(existsSync(`/proc/${rep.pid}`)).toBe(true);
-    expect((await leases()).map((l) => l.ifname)).toEqual([ifname]);
-    killFake(rep.pid);
     await noTapsLeft();
     expect(await leases()).toEqual([]);
   });
@@ -240,11 +254,12 @@ describe('tapctl qemu', () => {
   it('exits with the emulator\'s status, 128+N when it is killed', async () => {
     const a = fakeEnv('exit', { FAKE_EXIT: '7' });
     expect((await tapctlDone(['qemu', '-b', 'lan', '--qemu', FAKE], { env: a.env })).code).toBe(7);
+    // Killed, the emulator is the process the shell waits for: it sees the signal itself (137 in sh).
     const b = fakeEnv('wait');
     const run = tapctl(['qemu', '-b', 'lan', '--qemu', FAKE], { env: b.env });
     const rep = await report(b.out);
     killFake(rep.pid, 'SIGKILL');
-    expect((await run.done).code).toBe(137);
+    expect((await run.done).signal).toBe('SIGKILL');
     await noTapsLeft();
   });
 
@@ -277,7 +292,7 @@ describe('tapctl qemu', () => {
     expect([...rep.fds.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
     expect(rep.taps.get(3)).toMatch(/^tap[0-9a-f]{8}$/);
     const started = daemon.events().slice(before).find((e) => e.event === 'lease_start');
-    expect(started).toMatchObject({ uid: NOBODY, result: 'granted' });
+    expect(started).toMatchObject({ uid: NOBODY });
     await noTapsLeft();
   });
 
@@ -368,13 +383,14 @@ describe('list, status, check', () => {
       const list = await tapctlDone(['list']);
       expect(list.code).toBe(0);
       const [header, row] = list.stdout.split('\n');
-      expect(header).toMatch(/^ID\s+IFNAME\s+NETWORK\s+BRIDGE\s+MAC\s+OWNER\s+PID\s+STARTED$/);
-      expect(row).toMatch(new RegExp(`^[0-9a-f]+\\s+${rep.taps.get(3)}\\s+lan\\s+br0\\s+52:54:00\\S+\\s+nobody\\s+\\d+\\s+\\S+$`));
+      expect(header).toMatch(/^ID\s+IFNAME\s+NETWORK\s+BRIDGE\s+MAC\s+OWNER\s+PID\s+AGE$/);
+      expect(row).toMatch(new RegExp(`^[0-9a-f]+\\s+${rep.taps.get(3)}\\s+lan\\s+br0\\s+52:54:00\\S+\\s+nobody\\s+${rep.pid}\\s+(\\d+s|\\d+m\\d\\ds)$`));
       const status = await tapctlDone(['status', '--json']);
       expect(status.code).toBe(0);
-      expect(JSON.parse(status.stdout)).toMatchObject({ leases: 1, networks: 2 });
+      expect(JSON.parse(status.stdout)).toMatchObject({ leases: 1, networks: 4, hook_timeout_ms: 10_000 });
       const human = await tapctlDone(['status']);
       expect(human.stdout).toMatch(/^version\s+\S+$/m);
+      expect(human.stdout).toMatch(/^hook timeout\s+10s$/m);
       const check = await tapctlDone(['check', '-b', 'br0', '--queues', '4']);
       expect(check.code).toBe(0);
       expect(check.stdout).toMatch(/^allowed: .+\n$/);
@@ -393,5 +409,152 @@ describe('list, status, check', () => {
     expect(user.stderr).toMatch(/^tapctl: only root or a tapd admin may reload/);
     const root = await tapctlDone(['reload'], { user: {} });
     expect(root.code, root.stderr).toBe(0);
+  });
+});
+
+describe('revoke, networks, check, --dry-run, list --user, a waiting open', () => {
+  it('revoke LEASE: only for admins; root ends it, the TAP goes, the emulator\'s fd stops working', async () => {
+    const { out, env } = fakeEnv('probe');
+    const run = tapctl(['run', '-b', 'lan', '--', FAKE], { env });
+    const rep = await report(out);
+    try {
+      const [lease] = await leases();
+      // The fd works while the lease lives.
+      process.kill(rep.pid, 'SIGUSR1');
+      expect(await until(() => existsSync(`${out}.probe`), 10_000)).toBe(true);
+      expect(readFileSync(`${out}.probe`, 'utf8')).toBe('OK\n');
+      const refused = await tapctlDone(['revoke', String(lease!.id)]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe('tapctl: only root or a tapd admin may revoke\n');
+      expect(taps()).toEqual([lease!.ifname]);
+      const r = await tapctlDone(['revoke', String(lease!.id)], { user: {} });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`revoked ${lease!.id}: ${lease!.ifname} on lan, owner nobody, pid ${rep.pid}\n`);
+      expect(await until(() => taps().length === 0, 5000)).toBe(true);
+      expect(await leases()).toEqual([]);
+      // The emulator lives on, but its TAP fd is dead.
+      expect(existsSync(`/proc/${rep.pid}`)).toBe(true);
+      process.kill(rep.pid, 'SIGUSR1');
+      expect(await until(() => readFileSync(`${out}.probe`, 'utf8').split('\n').length === 3, 10_000)).toBe(true);
+      expect(readFileSync(`${out}.probe`, 'utf8')).toBe('OK\nFAIL\n');
+      const again = await tapctlDone(['revoke', String(lease!.id)], { user: {} });
+      expect(again.code).toBe(1);
+      expect(again.stderr).toMatch(/^tapctl: no lease matches/);
+    } finally {
+      killFake(rep.pid, 'SIGKILL');
+    }
+    await run.done;
+    await noTapsLeft();
+  });
+
+  it('revoke --user NAME --network N ends just those; list --user is for admins', async () => {
+    const a = fakeEnv('wait');
+    const b = fakeEnv('wait');
+    const c = fakeEnv('wait');
+    const runs = [
+      tapctl(['qemu', '-b', 'lan', '--qemu', FAKE], { env: a.env }),
+      tapctl(['qemu', '-b', 'stp', '--qemu', FAKE], { env: b.env }),
+      tapctl(['qemu', '-b', 'lan', '--qemu', FAKE], { env: c.env, user: {} }),
+    ];
+    const reps = [await report(a.out), await report(b.out), await report(c.out)];
+    try {
+      const mine = await tapctlDone(['list', '--user', 'nobody', '--json'], { user: {} });
+      expect(mine.code, mine.stderr).toBe(0);
+      expect((JSON.parse(mine.stdout) as Array<Record<string, unknown>>).map((l) => l.pid).sort()).toEqual([reps[0]!.pid, reps[1]!.pid].sort());
+      const other = await tapctlDone(['list', '--user', '0']);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toMatch(/^tapctl: only root or a tapd admin may list another user's leases/);
+      const r = await tapctlDone(['revoke', '--user', 'nobody', '--network', 'lan'], { user: {} });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^revoked [0-9a-f]+: tap[0-9a-f]{8} on lan, owner nobody, pid ${reps[0]!.pid}\n$`));
+      const left = await leases({});
+      expect(left.map((l) => l.pid).sort()).toEqual([reps[1]!.pid, reps[2]!.pid].sort());
+      const usage = await tapctlDone(['revoke'], { user: {} });
+      expect(usage.code).toBe(1);
+      expect(usage.stderr).toMatch(/^tapctl: revoke needs a lease id, --user or --network/);
+    } finally {
+      for (const rep of reps) killFake(rep.pid, 'SIGKILL');
+    }
+    await Promise.all(runs.map((r) => r.done));
+    await noTapsLeft();
+  });
+
+  it('networks: the ones you may use, with grants and quota; --names for completion', async () => {
+    const r = await tapctlDone(['networks']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^NAME\s+MODE\s+BRIDGE\s+GRANTS\s+QUOTA\s+HELD$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['lan', 'stp', 'hooked']);
+    expect(lines[1]).toMatch(/^lan\s+bridged\s+br0\s+queues 4,mac,mtu,vhost\s+4 here\s+0$/);
+    expect(lines[2]).toMatch(/^stp\s+bridged\s+br2\s+queues 1\s+2 here\s+0$/);
+    const names = await tapctlDone(['networks', '--names']);
+    expect(names.stdout).toBe('lan\nstp\nhooked\n');
+    const root = await tapctlDone(['networks', '--names'], { user: {} });
+    expect(root.stdout).toBe('lan\nother\nstp\nhooked\n');
+  });
+
+  it('check: warnings (STP), --vhost passes, the same request as the open', async () => {
+    const stp = await tapctlDone(['check', '-b', 'stp']);
+    expect(stp.code, stp.stderr).toBe(0);
+    expect(stp.stdout).toMatch(/^allowed: .+\nwarning: bridge br2 has STP on: .+\n$/);
+    const json = JSON.parse((await tapctlDone(['check', '-b', 'stp', '--json'])).stdout) as Record<string, unknown>;
+    expect(json).toMatchObject({ allowed: true, warnings: [expect.stringMatching(/STP/)] });
+    const vhost = await tapctlDone(['check', '-b', 'lan', '--vhost', '--queues', '2']);
+    expect(vhost.code, vhost.stderr).toBe(0);
+    expect(vhost.stdout).toMatch(/^allowed: /);
+    const before = daemon.events().length;
+    const denied = await tapctlDone(['check', '-b', 'stp', '--vhost']);
+    expect(denied.code).toBe(1);
+    expect(denied.stdout).toMatch(/^not allowed: /);
+    // -v on an open prints the check's warnings first.
+    const { out, env } = fakeEnv('exit');
+    const v = await tapctlDone(['qemu', '-v', '-b', 'stp', '--qemu', FAKE], { env });
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stderr).toMatch(/^tapctl: warning: bridge br2 has STP on/m);
+    await report(out);
+    expect(daemon.events().slice(before).filter((e) => e.event === 'lease_start')).toHaveLength(1);
+    await noTapsLeft();
+  });
+
+  it('qemu --dry-run asks check, prints the open request and the command line, starts nothing', async () => {
+    const before = daemon.events().length;
+    const r = await tapctlDone(['qemu', '--dry-run', '-b', 'lan', '--device-opt', 'bootindex=1', '--nic', 'b=stp,model=i82559er-new,dev.addr=0x5',
+      '--qemu', FAKE, '--', '-m', '64']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(JSON.parse(lines[0]!.replace(/^request: /, ''))).toEqual({ v: 1, op: 'open', network: 'lan', queues: 1, vnet_hdr: true, vhost: false, progress: true });
+    expect(JSON.parse(lines[1]!.replace(/^request: /, ''))).toEqual({ v: 1, op: 'open', network: 'stp', queues: 1, vnet_hdr: false, vhost: false, progress: true });
+    expect(lines[2]).toMatch(/^net0 \(lan\): allowed: /);
+    expect(lines[3]).toMatch(/^net1 \(stp\): allowed: /);
+    expect(lines[4]).toMatch(/^net1 \(stp\): warning: bridge br2 has STP on/);
+    expect(lines[5]).toBe(`command: ${FAKE} -netdev tap,id=net0,fd=3 -device virtio-net-pci,netdev=net0,mac=MAC-FROM-TAPD,bootindex=1 `
+      + '-netdev tap,id=net1,fd=4 -device i82559er-new,netdev=net1,mac=MAC-FROM-TAPD,addr=0x5 -m 64');
+    expect(daemon.events().slice(before).filter((e) => e.event === 'lease_start')).toEqual([]);
+    expect(taps()).toEqual([]);
+    const denied = await tapctlDone(['qemu', '--dry-run', '-b', 'other', '--qemu', FAKE]);
+    expect(denied.code).toBe(1);
+    expect(denied.stdout).toMatch(/^request: .+\nnot allowed: .+\ncommand: /);
+  });
+
+  it('-device properties and a model tapctl does not know reach the emulator', async () => {
+    const { out, env } = fakeEnv('exit');
+    const r = await tapctlDone(['qemu', '-b', 'lan', '--model', 'virtio-net-pci-new', '--device-opt', 'bootindex=1', '--queues', '2',
+      '--device-opt', 'vectors=8', '--qemu', FAKE], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const rep = await report(out);
+    expect(rep.argv[3]).toMatch(/^virtio-net-pci-new,netdev=net0,mac=52:54:00:[0-9a-f:]{8},mq=on,vectors=8,bootindex=1$/);
+    await noTapsLeft();
+    const bad = await tapctlDone(['qemu', '-b', 'lan', '--device-opt', 'mac=52:54:00:00:00:01', '--qemu', FAKE]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe('tapctl: --device-opt: tapctl sets "mac" itself (use --mac or mac=)\n');
+  });
+
+  it('an open waits for the up hook and says so', async () => {
+    const { out, env } = fakeEnv('exit');
+    const r = await tapctlDone(['qemu', '-b', 'hooked', '--qemu', FAKE], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('tapctl: tapd is running the network\'s up hook (up to 10 s)\n');
+    expect((await report(out)).taps.get(3)).toMatch(/^tap[0-9a-f]{8}$/);
+    await noTapsLeft();
   });
 });

@@ -17,7 +17,7 @@ import { getpwuid } from '../common/accounts.js';
 import { becomeUser, sudoUser, type SudoUser } from './privileges.js';
 import {
   DEFAULT_MODEL, DEFAULT_NETWORK, assignChildFds, knownModels, openRequest, parseId, parseMac, parseModel,
-  parseMtu, parseNetwork, parseNicSpec, parseQueues, qemuArgv, resolveNics, runArgv, userNetArgs,
+  parseIfaceId, parseMtu, parseNetwork, parseNicSpec, parseQueues, qemuArgv, resolveNics, runArgv, userNetArgs,
   type Granted, type Nic, type NicOptions,
 } from './qemu-args.js';
 import { UsageError } from './usage-error.js';
@@ -33,6 +33,7 @@ interface TapFlags extends OptionValues {
   vhost?: boolean;
   vnetHdr?: boolean;
   id?: string;
+  port?: string;
   nic: string[];
   verbose?: boolean;
 }
@@ -62,6 +63,7 @@ function primaryNic(o: TapFlags): NicOptions {
   if (o.vhost !== undefined) nic.vhost = o.vhost;
   if (o.vnetHdr !== undefined) nic.vnetHdr = o.vnetHdr;
   if (o.id !== undefined) nic.id = parseId(o.id);
+  if (o.port !== undefined) nic.port = parseIfaceId(o.port);
   return nic;
 }
 
@@ -241,7 +243,8 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
     .option('--mac <mac>', 'ask for this MAC (the policy must allow "mac"); default: tapd picks a unique 52:54:00:xx:xx:xx')
     .option('--mtu <n>', 'ask for this MTU (the policy must allow "mtu")')
     .option('--queues <n>', 'TAP queues for multiqueue virtio-net (the policy sets the most)')
-    .option('--vhost', 'vhost-net acceleration (the policy must allow "vhost"; needs /dev/vhost-net)');
+    .option('--vhost', 'vhost-net acceleration (the policy must allow "vhost"; needs /dev/vhost-net)')
+    .option('--port <name>', 'Open vSwitch networks: the OVN logical port (iface-id) to bind (the policy must grant it)');
   if (what === 'qemu') {
     cmd.option('--model <model>', `NIC model: virtio-net-pci (default), e1000, rtl8139, ne2k_pci, ... (--model help lists them)`);
   }
@@ -250,7 +253,7 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
       .option('--vnet-hdr', what === 'qemu' ? 'open the TAP with the virtio-net header (default for virtio models)' : 'open the TAP with the virtio-net header')
       .option('--no-vnet-hdr', 'open the TAP without the virtio-net header')
       .option('--id <id>', 'QEMU netdev id of the first NIC (default net0)')
-      .option('--nic <spec>', 'one more NIC (repeatable): b=NAME,model=MODEL,mac=MAC,queues=N,mtu=N,vhost=on,vnet_hdr=on|off,id=ID', collect, [])
+      .option('--nic <spec>', 'one more NIC (repeatable): b=NAME,model=MODEL,mac=MAC,queues=N,mtu=N,vhost=on,vnet_hdr=on|off,id=ID,port=LP', collect, [])
       .option('-v, --verbose', 'print the leases and the command line on stderr');
   } else {
     cmd.option('--vnet-hdr', 'with the virtio-net header');

@@ -19,6 +19,8 @@ export interface WireRequest {
   vnet_hdr?: boolean;
   vhost?: boolean;
   as_uid?: number;
+  /** ovs networks: the logical port (OVN iface-id) to bind. */
+  port?: string;
 }
 
 export interface Response {

@@ -74,6 +74,7 @@ async function handleNetworks(ctx: DaemonContext, peer: Peer): Promise<Reply> {
     if (!d.allowed) continue;
     networks.push({
       name: net.name, mode: net.mode, bridge: net.bridge?.value ?? null, ...(net.uplink ? { uplink: net.uplink.value } : {}),
+      ...(net.ovs ? { ovs_bridge: net.ovs.bridge } : {}),
       grants: d.grants, leases_per_network: d.maxLeasesPerNetwork ?? null, leases_total: d.maxLeasesPerUser ?? null,
       polkit: d.askPolkit, held: ctx.leases.countFor(peer.uid, net.name),
     });

@@ -9,6 +9,7 @@ import { ensureOwnDirectory, openOwnFile } from '../common/trust.js';
 import { TapdError } from '../errors/tapd-error.js';
 import { ifNameProblem } from '../sys/ifname.js';
 import { Mac } from '../sys/mac.js';
+import { PORT_NAME_RE } from '../protocol/messages.js';
 
 export interface Lease {
   id: string;
@@ -27,6 +28,10 @@ export interface Lease {
   started: string;
   /** The up hook ran, so the down hook must run when the lease ends. */
   upRan: boolean;
+  /** ovs networks: the logical port (OVN iface-id) this lease binds. */
+  port?: string;
+  /** ovs networks: ovsdb-server's socket, where the lease's port is removed when it ends. */
+  ovsdb?: string;
 }
 
 /** A slot held while an open is in progress: it counts against quotas and reserves its MAC and name. */
@@ -37,6 +42,8 @@ export interface Reservation {
   mac: string;
   /** The TAP's name, chosen by tapd: never one a live or still-ending lease has (hooks get names). */
   ifname: string;
+  /** ovs networks: the logical port, taken from the reservation on (no two leases bind one). */
+  port?: string;
 }
 
 /** One journal line. */
@@ -47,7 +54,13 @@ const COMPACT_FACTOR = 4;
 const COMPACT_SLACK = 64;
 
 const MAX_ID = 0xfffffffe;
-const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
+type OptionalField = 'port' | 'ovsdb';
+/** Fields a lease may lack (leases on other networks, and journals of earlier versions). */
+const OPTIONAL_FIELDS: Record<OptionalField, (v: unknown) => string | undefined> = {
+  port: (v) => (typeof v === 'string' && PORT_NAME_RE.test(v) ? undefined : 'must be a logical port name (1 to 64 of A-Z a-z 0-9 _ . : @ + -)'),
+  ovsdb: (v) => (typeof v === 'string' && v.startsWith('/') && v.length <= 107 ? undefined : 'must be an absolute socket path'),
+};
+const LEASE_FIELDS: Record<Exclude<keyof Lease, OptionalField>, (v: unknown) => string | undefined> = {
   id: (v) => (typeof v === 'string' && /^[0-9a-f]{16}$/.test(v) ? undefined : 'must be 16 lowercase hex digits'),
   ownerUid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_ID ? undefined : `must be an integer uid from 0 to ${MAX_ID}`),
   pid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0x7fffffff ? undefined : 'must be a process id (an integer from 0)'),
@@ -108,7 +121,11 @@ function entryProblem(v: unknown): string | undefined {
     const p = check(lease[field]);
     if (p !== undefined) return `the lease's "${field}" ${p}`;
   }
-  const extra = Object.keys(lease).find((k) => !(k in LEASE_FIELDS));
+  for (const [field, check] of Object.entries(OPTIONAL_FIELDS)) {
+    const p = field in lease ? check(lease[field]) : undefined;
+    if (p !== undefined) return `the lease's "${field}" ${p}`;
+  }
+  const extra = Object.keys(lease).find((k) => !(k in LEASE_FIELDS) && !(k in OPTIONAL_FIELDS));
   if (extra !== undefined) return `the lease has an unknown field "${extra}"`;
   return undefined;
 }
@@ -231,6 +248,17 @@ export class LeaseTable {
     return false;
   }
 
+  /** Whether a live or pending lease binds this logical port. */
+  portInUse(port: string): boolean {
+    for (const e of [...this.leases.values(), ...this.pending.values()]) if (e.port === port) return true;
+    return false;
+  }
+
+  /** Whether this id is a live or pending lease's (the OVS reconcile keeps their ports). */
+  isLive(id: string): boolean {
+    return this.leases.has(id) || this.pending.has(id);
+  }
+
   /** Whether a live, pending or still-ending lease has this TAP name. */
   nameInUse(ifname: string): boolean {
     for (const e of [...this.leases.values(), ...this.pending.values(), ...this.retiring.values()]) if (e.ifname === ifname) return true;
@@ -243,11 +271,11 @@ export class LeaseTable {
    * kernel's own `tap%d` reuses a number as soon as its device is gone, while the old lease's
    * down hook may still be running with that name.
    */
-  reserve(ownerUid: number, network: string, mac: string): Reservation {
+  reserve(ownerUid: number, network: string, mac: string, port?: string): Reservation {
     let ifname: string;
     do ifname = `tap${randomBytes(4).toString('hex')}`;
     while (this.nameInUse(ifname));
-    const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname };
+    const r: Reservation = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname, ...(port === undefined ? {} : { port }) };
     this.pending.set(r.id, r);
     return r;
   }
@@ -256,9 +284,9 @@ export class LeaseTable {
     this.pending.delete(r.id);
   }
 
-  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname'>): Lease {
+  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname' | 'port'>): Lease {
     this.pending.delete(r.id);
-    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...lease };
+    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...(r.port === undefined ? {} : { port: r.port }), ...lease };
     this.leases.set(full.id, full);
     this.record({ start: full });
     return full;

@@ -11,6 +11,7 @@ import { ensureBridge, inspectBridge } from './bridges.js';
 import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { runHook } from './hooks.js';
+import { attachLeasePort, removeLeasePort } from './ovs.js';
 import type { Lease } from './leases.js';
 import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
 
@@ -22,6 +23,8 @@ export interface Plan {
   /** The guest's MAC when the client asked for one. */
   mac?: sys.Mac;
   mtu?: number;
+  /** ovs networks: the logical port the policy granted. */
+  port?: string;
   warnings: string[];
 }
 
@@ -53,7 +56,7 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   if (!net) throw new DeniedError(DEFAULT_DENY_REASON, `${DEFAULT_DENY_REASON}: no network, bridge or uplink named ${JSON.stringify(req.network)}`);
   const decision = ctx.policy.decide(subject, {
     network: net, wantsMac: req.mac !== undefined, wantsMtu: req.mtu !== undefined,
-    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
+    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost, ...(req.port === undefined ? {} : { port: req.port }),
   });
   if (!decision.allowed) throw new DeniedError(decision.reason, decision.logReason);
   if (decision.askPolkit && !(await ctx.polkitAllows(subject, 'org.tapd.open'))) {
@@ -62,8 +65,9 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   const p: Plan = { subject, net, permit: decision, warnings: [] };
   if (req.mac !== undefined) p.mac = guestMac(req.mac);
   if (req.mtu !== undefined) p.mtu = req.mtu;
+  if (net.mode === 'ovs' && req.port !== undefined) p.port = req.port;
   checkQuota(ctx, p);
-  if (net.mode !== 'hostonly') {
+  if (net.mode !== 'hostonly' && net.mode !== 'ovs') {
     const { stp } = inspectBridge(net);
     if (stp) p.warnings.push(`bridge ${net.bridge} has STP on: a new port forwards nothing for twice the forward delay (30 s by default)`);
     if (p.mtu !== undefined && sys.exists(net.bridge!)) checkMtu(net, p.mtu, sys.getMtu(net.bridge!));
@@ -100,6 +104,14 @@ function checkQuota(ctx: DaemonContext, p: Plan): void {
   if (p.mac && leases.macInUse(p.mac.toString())) {
     throw new TapdError('mac_in_use', `MAC ${p.mac} is in use by another lease; choose another or let tapd pick one`);
   }
+  checkPortFree(ctx, p.port);
+}
+
+/** One logical port, one lease: a second binding would move the port away from the first VM. */
+function checkPortFree(ctx: DaemonContext, port: string | undefined): void {
+  if (port !== undefined && ctx.leases.portInUse(port)) {
+    throw new TapdError('port_in_use', `logical port ${port} is bound by another lease; stop that VM first or choose another port`);
+  }
 }
 
 /** QEMU's 52:54:00 prefix (locally administered by convention), random low 3 bytes. */
@@ -120,10 +132,12 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   let mac = p.mac;
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = randomGuestMac();
   // Reserve synchronously after the quota check in plan(): nothing awaited in between.
-  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString());
+  checkPortFree(ctx, p.port);
+  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString(), p.port);
   let tap: sys.Tap | undefined;
+  let ovsPort = false;
   try {
-    const bridge = net.mode === 'hostonly' ? undefined : await ensureBridge(net, limits.hookTimeoutMs, ctx.log);
+    const bridge = net.mode === 'hostonly' || net.mode === 'ovs' ? undefined : await ensureBridge(net, limits.hookTimeoutMs, ctx.log);
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
     const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
     tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
@@ -135,9 +149,15 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       if (sys.getMtu(bridge.name) !== bridge.mtu) sys.setMtu(bridge.name, bridge.mtu);
     }
     checkNobodyElseAttached(tap, ifindex, p.subject.uid, req.queues);
+    if (net.ovs && p.port !== undefined) {
+      // Set before the call: a failure after the add (a timed-out transaction) still gets the undo.
+      ovsPort = true;
+      await attachLeasePort(ctx, net, { id: slot.id, ifname: slot.ifname, mac: slot.mac, port: p.port });
+    }
     const lease: Omit<Lease, 'started'> = {
-      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? null, mac: slot.mac,
+      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? net.ovs?.bridge ?? null, mac: slot.mac,
       mtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true,
+      ...(slot.port === undefined ? {} : { port: slot.port }), ...(net.ovs ? { ovsdb: net.ovs.socket } : {}),
     };
     if (net.up) {
       beforeHook(limits.hookTimeoutMs);
@@ -156,7 +176,10 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       },
     };
   } catch (err) {
-    // The one undo: free the slot; closing our fds deletes the device (nothing else holds it).
+    // The one undo: take the port off the switch, free the slot; closing our fds deletes the
+    // device (nothing else holds it). The slot (and its logical port) stays taken until the
+    // port is gone, so a retry cannot race the removal.
+    if (ovsPort && net.ovs) await removeLeasePort(ctx, { id: slot.id, ifname: slot.ifname, ovsdb: net.ovs.socket, network: net.name });
     ctx.leases.cancel(slot);
     if (tap) for (const fd of tap.fds) closeAsync(fd, () => {});
     throw err;

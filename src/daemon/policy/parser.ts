@@ -5,7 +5,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { Accounts, type AccountFiles } from './accounts.js';
 import { ConfigFiles, tokenize, type Line, type Token } from './files.js';
 import { IfName, ifNameProblem } from '../../sys/ifname.js';
-import { MAX_QUEUES } from '../../protocol/messages.js';
+import { MAX_QUEUES, PORT_NAME_RE } from '../../protocol/messages.js';
+import { DEFAULT_OVSDB_SOCKET } from '../ovsdb.js';
 
 /** The kernel layer's one interface-name rule: what the config accepts is what reaches the ioctl. */
 const isValidIfName = (s: string): boolean => ifNameProblem(s) === undefined;
@@ -43,6 +44,8 @@ export interface RuleOptions {
   mtu: boolean;
   vhost: boolean;
   polkit: boolean;
+  /** ovs networks: logical ports the subject may bind (`ports P[,P...]`, a trailing `*` = prefix). */
+  ports?: string[];
 }
 
 /** One line of a qemu-bridge-helper ACL file (includes already expanded). */
@@ -96,7 +99,7 @@ export interface ParseOptions extends AccountFiles {
 }
 
 const STATEMENTS = 'network, permit, deny, admin, limits, include or qemu-bridge-conf';
-const RULE_OPTIONS = 'leases N, total N, queues N, mac, mtu, vhost or polkit';
+const RULE_OPTIONS = 'leases N, total N, queues N, mac, mtu, vhost, polkit or ports P[,P...]';
 const IFNAME_RULE = '1 to 15 bytes of A-Z a-z 0-9 _ . - and not "." or ".."; names are never truncated';
 
 type LimitKey = keyof DaemonLimits;
@@ -289,6 +292,27 @@ class Parser {
     return ms;
   }
 
+  /** `lp-a1,lp-a2,alice-*`: logical port names, each exact or a prefix ending in `*`. */
+  private ports(c: Cursor, opt: Token): string[] | undefined {
+    const v = c.next();
+    const what = 'logical port names separated by commas, each exact (lp-a1) or a prefix ending in * (alice-*)';
+    if (!v) {
+      this.at(c.line, opt, `"${opt.text}" needs ${what}`);
+      return undefined;
+    }
+    const out: string[] = [];
+    for (const p of v.text.split(',')) {
+      const name = p.endsWith('*') ? p.slice(0, -1) : p;
+      // A bare `*` (every port) is allowed: the admin says so in as many words.
+      if ((name !== '' || p !== '*') && !PORT_NAME_RE.test(name)) {
+        this.at(c.line, v, `bad port pattern "${p}" for "${opt.text}" (expected ${what}; names are 1-64 of A-Z a-z 0-9 _ . : @ + -)`);
+        return undefined;
+      }
+      out.push(p);
+    }
+    return out;
+  }
+
   private subject(c: Cursor, tok: Token): SubjectSpec | undefined {
     const t = tok.text;
     if (t === 'everyone') return { kind: 'everyone' };
@@ -323,12 +347,13 @@ class Parser {
 
   // ---- statements ----
 
-  // network NAME (bridge BR [create] | uplink NIC bridge BR [bridge-script PATH] | hostonly)
+  // network NAME (bridge BR [create] | uplink NIC bridge BR [bridge-script PATH] | hostonly
+  //               | ovs-bridge BR [ovn-wait D] [ovsdb PATH])
   //              [up PATH] [down PATH] [mtu N] [isolated]      (options in any order)
   private network(c: Cursor): void {
     const nameTok = c.next();
     if (!nameTok) {
-      this.at(c.line, c.keyword, '"network" needs a name: network NAME bridge BR | uplink NIC bridge BR | hostonly');
+      this.at(c.line, c.keyword, '"network" needs a name: network NAME bridge BR | uplink NIC bridge BR | hostonly | ovs-bridge BR');
       return;
     }
     let nameOk = true;
@@ -349,6 +374,9 @@ class Parser {
     let create = false;
     let hostonly = false;
     let isolated = false;
+    let ovsBridge: string | undefined;
+    let ovnWait: number | undefined;
+    let ovsdb: string | undefined;
     for (let tok = c.next(); tok; tok = c.next()) {
       const before = seen.get(tok.text);
       if (before) this.at(c.line, tok, `"${tok.text}" given twice for network ${nameTok.text}`);
@@ -363,13 +391,27 @@ class Parser {
         case 'create': create = true; break;
         case 'hostonly': hostonly = true; break;
         case 'isolated': isolated = true; break;
+        case 'ovs-bridge': ovsBridge = this.ifname(c, tok, 'an Open vSwitch bridge name'); break;
+        case 'ovn-wait': ovnWait = this.duration(c, tok, 100, 20_000); break; // within the client's 30 s
+        case 'ovsdb': ovsdb = this.socketPath(c, tok); break;
         default:
-          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, up PATH, down PATH, mtu N or isolated)`);
+          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, ovs-bridge BR, ovn-wait D, ovsdb PATH, up PATH, down PATH, mtu N or isolated)`);
       }
     }
     const word = (w: string): Token => seen.get(w) as Token;
     let mode: Network['mode'] = 'hostonly';
-    if (hostonly) {
+    if (seen.has('ovs-bridge')) {
+      mode = 'ovs';
+      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'hostonly', 'isolated']) {
+        if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "ovs-bridge" (the TAP goes on an Open vSwitch bridge, not a Linux one)`);
+      }
+    } else if (seen.has('ovn-wait') || seen.has('ovsdb')) {
+      const w = seen.has('ovn-wait') ? 'ovn-wait' : 'ovsdb';
+      this.at(c.line, word(w), `"${w}" is for Open vSwitch networks: add "ovs-bridge BR"`);
+    }
+    if (mode === 'ovs') {
+      // checked above
+    } else if (hostonly) {
       for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated']) {
         if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "hostonly" (a host-only TAP is on no bridge)`);
       }
@@ -382,7 +424,7 @@ class Parser {
       mode = 'bridged';
       if (seen.has('bridge-script')) this.at(c.line, word('bridge-script'), '"bridge-script" is for uplink networks (it runs after tapd creates the bridge for the uplink)');
     } else {
-      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly`);
+      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly, ovs-bridge BR`);
     }
     if (!nameOk) return;
     const network: Network = {
@@ -399,6 +441,10 @@ class Parser {
     if (up !== undefined) network.up = up;
     if (down !== undefined) network.down = down;
     if (mtu !== undefined) network.mtu = mtu;
+    if (mode === 'ovs' && ovsBridge !== undefined) {
+      network.ovs = { bridge: ovsBridge, socket: ovsdb ?? DEFAULT_OVSDB_SOCKET };
+      if (ovnWait !== undefined) network.ovs.ovnWaitMs = ovnWait;
+    }
     this.networks.push({ network, site: this.site(c.line, nameTok) });
   }
 
@@ -416,6 +462,7 @@ class Parser {
         case 'mtu': o.mtu = true; break;
         case 'vhost': o.vhost = true; break;
         case 'polkit': o.polkit = true; break;
+        case 'ports': o.ports = this.ports(c, tok) ?? o.ports; break;
         default:
           this.at(c.line, tok, `unknown option "${tok.text}" for ${kind} (expected ${RULE_OPTIONS})`);
       }
@@ -504,6 +551,20 @@ class Parser {
       return;
     }
     for (const f of this.files.listDirectory(path, site) ?? []) this.file(f, site, stack);
+  }
+
+  /** ovsdb PATH: an absolute path to a socket (not a hook: no trust check, it is ovsdb-server's). */
+  private socketPath(c: Cursor, opt: Token): string | undefined {
+    const v = c.next();
+    if (!v) {
+      this.at(c.line, opt, `"${opt.text}" needs the absolute path of ovsdb-server's socket, e.g. /run/openvswitch/db.sock`);
+      return undefined;
+    }
+    if (!isAbsolute(v.text) || v.text.endsWith('/') || v.text.length > 107) {
+      this.at(c.line, v, `"${opt.text}" needs the absolute path of a Unix socket (at most 107 bytes), not "${v.text}"`);
+      return undefined;
+    }
+    return v.text;
   }
 
   /** An absolute path argument (a directory is fine). */

@@ -9,7 +9,17 @@ export interface SourceRef {
   line: number;
 }
 
-export type NetworkMode = 'bridged' | 'uplink' | 'hostonly';
+export type NetworkMode = 'bridged' | 'uplink' | 'hostonly' | 'ovs';
+
+/** ovs only: where the lease's TAP goes on Open vSwitch (src/daemon/ovs.ts). */
+export interface OvsTarget {
+  /** The Open vSwitch bridge (e.g. br-int). Not a Linux bridge, and not an alias for `-b`. */
+  bridge: string;
+  /** ovsdb-server's Unix socket. */
+  socket: string;
+  /** `ovn-wait D`: also wait until ovn-controller sets ovn-installed, at most this long. */
+  ovnWaitMs?: number;
+}
 
 export interface Network {
   /** The name users pass with `-b` (also matched: the bridge name, and for uplink the NIC name). */
@@ -30,6 +40,8 @@ export interface Network {
   mtu?: number;
   /** Bridge port isolation for TAPs on this network. */
   isolated: boolean;
+  /** ovs only: the Open vSwitch bridge, socket and OVN wait. */
+  ovs?: OvsTarget;
   source: SourceRef;
 }
 
@@ -59,6 +71,8 @@ export interface OpenIntent {
   queues: number;
   vnetHdr: boolean;
   vhost: boolean;
+  /** ovs networks: the logical port (OVN iface-id) the client asks to bind. */
+  port?: string;
 }
 
 export interface Permit {
@@ -83,6 +97,8 @@ export interface RuleGrants {
   mac: boolean;
   mtu: boolean;
   vhost: boolean;
+  /** ovs networks: the logical ports this rule lets the subject bind (`ports P,Q`; `alice-*` is a prefix). */
+  ports?: string[];
 }
 
 export interface Deny {

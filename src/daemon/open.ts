@@ -226,6 +226,7 @@ export function leaseInfo(l: Lease): LeaseInfo {
   return {
     id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
     mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
+    ...(l.port === undefined ? {} : { port: l.port }),
   };
 }
 

@@ -87,7 +87,8 @@ describe.skipIf(!isRoot || !haveOvn)('tapd on OVN: ovs networks through the daem
       client(a.ns, sock, [{ op: 'check', network: 'ovn', port: OVN_PORTS.a.name, mac: OVN_PORTS.a.mac }])[0],
       client(a.ns, sock, [{ op: 'open', network: 'ovn', port: 'lp a' }])[0],
     ];
-    expect(noPort).toMatchObject({ ok: false, code: 'denied' });
+    const why = () => `${JSON.stringify([noPort, notMine, other, stranger, ok, bad])}\n${D('a').log().slice(-4000)}`;
+    expect(noPort, why()).toMatchObject({ ok: false, code: 'denied' });
     expect(noPort?.message).toMatch(/ovn is an Open vSwitch network: name the logical port/);
     expect(notMine).toMatchObject({ ok: false, code: 'denied' });
     expect(notMine?.message).toMatch(/does not grant logical port lp-b \(it grants lp-a,lp-c,lp-x\*\)/);
@@ -100,10 +101,10 @@ describe.skipIf(!isRoot || !haveOvn)('tapd on OVN: ovs networks through the daem
     expect(bad).toMatchObject({ ok: false, code: 'bad_request' });
     // An existing, granted name that OVN never installs: refused in the end, nothing left on the switch.
     const never = client(a.ns, sock, [{ op: 'open', network: 'ovn', port: 'lp-x1' }])[0];
-    expect(never).toMatchObject({ ok: false, code: 'network_unavailable' });
+    expect(never, `${JSON.stringify(never)}\n${why()}`).toMatchObject({ ok: false, code: 'network_unavailable' });
     expect(never?.message).toMatch(/OVN did not install logical port lp-x1 in time/);
-    expect(tapdPorts(a)).toEqual([]);
-    expect(leases('a').leases).toEqual([]);
+    expect(tapdPorts(a), why()).toEqual([]);
+    expect(leases('a').leases, why()).toEqual([]);
   });
 
   it('guests through tapctl qemu --port as uid 65534: OVN DHCP on each, a fetch across Geneve, nothing left after', async () => {

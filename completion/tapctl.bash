@@ -19,7 +19,7 @@ _tapctl() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
   local commands='qemu run list status check reload help'
   local global='--socket --version --help'
-  local tap='--network -b --mac --mtu --queues --vhost'
+  local tap='--network -b --mac --mtu --queues --vhost --port'
   local more='--vnet-hdr --no-vnet-hdr --id --nic --verbose -v'
   local -A opts=(
     [qemu]="$tap --model $more --qemu --user-net --redir --help"
@@ -31,7 +31,7 @@ _tapctl() {
     [help]=''
   )
   # Options that take a value (the next word is not a subcommand or an option).
-  local valued=' --socket --network -b --mac --mtu --queues --model --id --nic --qemu --redir '
+  local valued=' --socket --network -b --mac --mtu --queues --port --model --id --nic --qemu --redir '
 
   local i cmd='' after_dashdash=''
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -1,6 +1,6 @@
 // Pure argv building for tapctl: NIC specs, QEMU's -netdev/-device pairs, the `-t FD` convention
 // and the old `-redir` syntax. No I/O here, so every rule is unit-tested (test/tapctl-args.test.ts).
-import { MAX_QUEUES, MAX_MTU, MIN_MTU } from '../protocol/messages.js';
+import { MAX_QUEUES, MAX_MTU, MIN_MTU, PORT_NAME_RE } from '../protocol/messages.js';
 import { UsageError } from './usage-error.js';
 
 export const DEFAULT_MODEL = 'virtio-net-pci';
@@ -53,6 +53,8 @@ export interface NicOptions {
   id?: string;
   /** Extra -device properties, in order (dev.KEY=VALUE in --nic, --device-opt for the first NIC). */
   deviceProps?: [string, string][];
+  /** ovs networks: the logical port (OVN iface-id) to bind. */
+  port?: string;
 }
 
 /** One NIC with every default applied and every rule checked. */
@@ -67,6 +69,7 @@ export interface Nic {
   vnetHdr: boolean;
   id: string;
   deviceProps: [string, string][];
+  port?: string;
 }
 
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -136,6 +139,11 @@ export function parseNetwork(value: string, where = '-b'): string {
   return value;
 }
 
+export function parseIfaceId(value: string, where = '--port'): string {
+  if (!PORT_NAME_RE.test(value)) throw new UsageError(`${where}: "${value}" is not a logical port name (1 to 64 of A-Z a-z 0-9 _ . : @ + -)`);
+  return value;
+}
+
 function parseOnOff(value: string, where: string): boolean {
   if (value === 'on' || value === 'yes' || value === 'true') return true;
   if (value === 'off' || value === 'no' || value === 'false') return false;
@@ -146,7 +154,7 @@ function parseOnOff(value: string, where: string): boolean {
 const NIC_KEYS: Record<string, keyof NicOptions> = {
   b: 'network', br: 'network', network: 'network',
   model: 'model', mac: 'mac', mtu: 'mtu', queues: 'queues',
-  vhost: 'vhost', vnet_hdr: 'vnetHdr', id: 'id',
+  vhost: 'vhost', vnet_hdr: 'vnetHdr', id: 'id', port: 'port',
 };
 
 /**
@@ -170,7 +178,7 @@ export function parseNicSpec(spec: string): NicOptions {
     }
     const field = Object.hasOwn(NIC_KEYS, key) ? NIC_KEYS[key] : undefined;
     if (field === undefined) {
-      throw new UsageError(`--nic ${spec}: unknown key "${key}" (expected b, model, mac, queues, mtu, vhost, vnet_hdr, id or dev.PROPERTY)`);
+      throw new UsageError(`--nic ${spec}: unknown key "${key}" (expected b, model, mac, queues, mtu, vhost, vnet_hdr, id, port or dev.PROPERTY)`);
     }
     if (seen.has(field)) throw new UsageError(`--nic ${spec}: "${key}" given twice`);
     seen.add(field);
@@ -189,6 +197,7 @@ export function parseNicSpec(spec: string): NicOptions {
       case 'mtu': out.mtu = parseMtu(value, where); break;
       case 'queues': out.queues = parseQueues(value, where); break;
       case 'id': out.id = parseId(value, where); break;
+      case 'port': out.port = parseIfaceId(value, where); break;
       case 'vhost': out.vhost = parseOnOff(value, where); break;
       case 'vnetHdr': out.vnetHdr = parseOnOff(value, where); break;
     }
@@ -217,6 +226,7 @@ export function resolveNic(o: NicOptions, index: number, defaultNetwork = DEFAUL
   const nic: Nic = { network: o.network ?? defaultNetwork, model, queues, vhost, vnetHdr, id: o.id ?? `net${index}`, deviceProps: o.deviceProps ?? [] };
   if (o.mac !== undefined) nic.mac = o.mac;
   if (o.mtu !== undefined) nic.mtu = o.mtu;
+  if (o.port !== undefined) nic.port = o.port;
   return nic;
 }
 
@@ -244,12 +254,13 @@ export function resolveNics(primary: NicOptions, specs: NicOptions[], defaultNet
 
 /** The body of the `open` request for one NIC (client WireRequest fields, op aside); `check` sends the same. */
 export function openRequest(nic: Nic, asUid?: number): {
-  network: string; mac?: string; mtu?: number; queues: number; vnet_hdr: boolean; vhost: boolean; as_uid?: number;
+  network: string; mac?: string; mtu?: number; queues: number; vnet_hdr: boolean; vhost: boolean; as_uid?: number; port?: string;
 } {
   const req: ReturnType<typeof openRequest> = { network: nic.network, queues: nic.queues, vnet_hdr: nic.vnetHdr, vhost: nic.vhost };
   if (nic.mac !== undefined) req.mac = nic.mac;
   if (nic.mtu !== undefined) req.mtu = nic.mtu;
   if (asUid !== undefined) req.as_uid = asUid;
+  if (nic.port !== undefined) req.port = nic.port;
   return req;
 }
 

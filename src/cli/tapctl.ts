@@ -16,7 +16,7 @@ import { LaunchError } from './launch-error.js';
 import { getpwuid, lookupUser } from '../common/accounts.js';
 import { becomeUser, sudoUser, type SudoUser } from './privileges.js';
 import {
-  DEFAULT_MODEL, DEFAULT_NETWORK, assignChildFds, knownModels, openRequest, parseDeviceProp, parseId, parseMac,
+  DEFAULT_MODEL, DEFAULT_NETWORK, assignChildFds, knownModels, openRequest, parseDeviceProp, parseId, parseIfaceId, parseMac,
   parseModel, parseMtu, parseNetwork, parseNicSpec, parseQueues, qemuArgv, resolveNics, runArgv, userNetArgs,
   type Granted, type Nic, type NicOptions,
 } from './qemu-args.js';
@@ -33,6 +33,7 @@ interface TapFlags extends OptionValues {
   vhost?: boolean;
   vnetHdr?: boolean;
   id?: string;
+  port?: string;
   nic: string[];
   deviceOpt: string[];
   verbose?: boolean;
@@ -70,6 +71,7 @@ function primaryNic(o: TapFlags): NicOptions {
   if (o.vnetHdr !== undefined) nic.vnetHdr = o.vnetHdr;
   if (o.id !== undefined) nic.id = parseId(o.id);
   if (o.deviceOpt?.length) nic.deviceProps = o.deviceOpt.map((d) => parseDeviceProp(d));
+  if (o.port !== undefined) nic.port = parseIfaceId(o.port);
   return nic;
 }
 
@@ -374,7 +376,8 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
     .option('--mac <mac>', 'ask for this MAC (the policy must allow "mac"); default: tapd picks a unique 52:54:00:xx:xx:xx')
     .option('--mtu <n>', 'ask for this MTU (the policy must allow "mtu")')
     .option('--queues <n>', 'TAP queues for multiqueue virtio-net (the policy sets the most)')
-    .option('--vhost', 'vhost-net acceleration (the policy must allow "vhost"; needs /dev/vhost-net)');
+    .option('--vhost', 'vhost-net acceleration (the policy must allow "vhost"; needs /dev/vhost-net)')
+    .option('--port <name>', 'Open vSwitch networks: the OVN logical port (iface-id) to bind (the policy must grant it)');
   if (what !== 'run') {
     cmd
       .option('--model <model>', 'NIC model: virtio-net-pci (default), e1000, rtl8139, ne2k_pci, ... (--model help lists them; others are passed to QEMU)')
@@ -384,7 +387,7 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
     .option('--vnet-hdr', what === 'run' ? 'open the TAP with the virtio-net header' : 'open the TAP with the virtio-net header (default for virtio models)')
     .option('--no-vnet-hdr', 'open the TAP without the virtio-net header')
     .option('--id <id>', 'QEMU netdev id of the first NIC (default net0)')
-    .option('--nic <spec>', `one more NIC (repeatable): b=NAME,${what === 'run' ? '' : 'model=MODEL,'}mac=MAC,queues=N,mtu=N,vhost=on,vnet_hdr=on|off,id=ID${what === 'run' ? '' : ',dev.PROP=VALUE'}`, collect, []);
+    .option('--nic <spec>', `one more NIC (repeatable): b=NAME,${what === 'run' ? '' : 'model=MODEL,'}mac=MAC,queues=N,mtu=N,vhost=on,vnet_hdr=on|off,id=ID,port=LP${what === 'run' ? '' : ',dev.PROP=VALUE'}`, collect, []);
   if (what !== 'check') {
     cmd
       .option('--dry-run', 'ask tapd "check" instead of "open"; print the requests and the command line, start nothing')

@@ -25,6 +25,8 @@ export interface WireRequest {
   as_uid?: number;
   /** open/check: we read `pending` frames (and wait as long as they say). */
   progress?: boolean;
+  /** ovs networks: the logical port (OVN iface-id) to bind. */
+  port?: string;
   /** revoke: a lease id. */
   lease?: string;
   /** list, revoke: a uid. */

@@ -76,6 +76,7 @@ async function handleNetworks(ctx: DaemonContext, peer: Peer): Promise<Reply> {
     networks.push({
       name: net.name, mode: net.mode, bridge: net.bridge?.value ?? null, ...(net.uplink ? { uplink: net.uplink.value } : {}),
       ...(net.lower ? { macvtap: net.lower.value, macvtap_mode: net.macvtapMode } : {}), ...(net.vlan ? { vlan: net.vlan } : {}),
+      ...(net.ovs ? { ovs_bridge: net.ovs.bridge } : {}),
       grants: d.grants, leases_per_network: d.maxLeasesPerNetwork ?? null, leases_total: d.maxLeasesPerUser ?? null,
       polkit: d.askPolkit, held: ctx.leases.countFor(peer.uid, net.name),
     });

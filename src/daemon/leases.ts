@@ -10,6 +10,7 @@ import { ensureOwnDirectory, openOwnFile } from '../common/trust.js';
 import { TapdError } from '../errors/tapd-error.js';
 import { ifNameProblem } from '../sys/ifname.js';
 import { Mac } from '../sys/mac.js';
+import { PORT_NAME_RE } from '../protocol/messages.js';
 
 export interface Lease {
   id: string;
@@ -32,6 +33,10 @@ export interface Lease {
   kind?: 'macvtap';
   /** The VLAN of its bridge port, when its network has one. */
   vlan?: number;
+  /** ovs networks: the logical port (OVN iface-id) this lease binds. */
+  port?: string;
+  /** ovs networks: ovsdb-server's socket, where the lease's port is removed when it ends. */
+  ovsdb?: string;
 }
 
 /** A slot held while an open is in progress: it counts against quotas and reserves its MAC and name. */
@@ -42,6 +47,8 @@ export interface Reservation {
   mac: string;
   /** The TAP's name, chosen by tapd: never one a live or still-ending lease has (hooks get names). */
   ifname: string;
+  /** ovs networks: the logical port, taken from the reservation on (no two leases bind one). */
+  port?: string;
 }
 
 /** One journal line. */
@@ -52,7 +59,15 @@ const COMPACT_FACTOR = 4;
 const COMPACT_SLACK = 64;
 
 const MAX_ID = 0xfffffffe;
-const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
+type OptionalField = 'port' | 'ovsdb' | 'kind' | 'vlan';
+/** Fields a lease may lack (leases on other networks, and journals of earlier versions). */
+const OPTIONAL_FIELDS: Record<OptionalField, (v: unknown) => string | undefined> = {
+  port: (v) => (typeof v === 'string' && PORT_NAME_RE.test(v) ? undefined : 'must be a logical port name (1 to 64 of A-Z a-z 0-9 _ . : @ + -)'),
+  ovsdb: (v) => (typeof v === 'string' && v.startsWith('/') && v.length <= 107 ? undefined : 'must be an absolute socket path'),
+  kind: (v) => (v === 'macvtap' ? undefined : 'must be "macvtap" when present'),
+  vlan: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4094 ? undefined : 'must be a VLAN id from 1 to 4094'),
+};
+const LEASE_FIELDS: Record<Exclude<keyof Lease, OptionalField>, (v: unknown) => string | undefined> = {
   id: (v) => (typeof v === 'string' && /^[0-9a-f]{16}$/.test(v) ? undefined : 'must be 16 lowercase hex digits'),
   ownerUid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_ID ? undefined : `must be an integer uid from 0 to ${MAX_ID}`),
   pid: (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0x7fffffff ? undefined : 'must be a process id (an integer from 0)'),
@@ -66,11 +81,7 @@ const LEASE_FIELDS: Record<keyof Lease, (v: unknown) => string | undefined> = {
   ifindex: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 0x7fffffff ? undefined : 'must be an interface index (an integer from 1)'),
   started: (v) => (typeof v === 'string' && v.length > 0 && v.length <= 64 ? undefined : 'must be a time stamp (a string of 1 to 64 characters)'),
   upRan: (v) => (typeof v === 'boolean' ? undefined : 'must be true or false'),
-  kind: (v) => (v === 'macvtap' ? undefined : 'must be "macvtap" when present'),
-  vlan: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4094 ? undefined : 'must be a VLAN id from 1 to 4094'),
 };
-/** Fields a lease may lack (a TAP has no kind; most networks have no VLAN). */
-const OPTIONAL_FIELDS = new Set(['kind', 'vlan']);
 
 function nameProblem(v: unknown): string | undefined {
   if (typeof v !== 'string') return 'must be an interface name (a string)';
@@ -113,14 +124,15 @@ function entryProblem(v: unknown): string | undefined {
   const lease = v.start;
   if (!isObject(lease)) return `"start" must be a lease object, found ${lease === null ? 'null' : typeof lease}`;
   for (const [field, check] of Object.entries(LEASE_FIELDS)) {
-    if (!(field in lease)) {
-      if (OPTIONAL_FIELDS.has(field)) continue;
-      return `the lease has no "${field}"`;
-    }
+    if (!(field in lease)) return `the lease has no "${field}"`;
     const p = check(lease[field]);
     if (p !== undefined) return `the lease's "${field}" ${p}`;
   }
-  const extra = Object.keys(lease).find((k) => !(k in LEASE_FIELDS));
+  for (const [field, check] of Object.entries(OPTIONAL_FIELDS)) {
+    const p = field in lease ? check(lease[field]) : undefined;
+    if (p !== undefined) return `the lease's "${field}" ${p}`;
+  }
+  const extra = Object.keys(lease).find((k) => !(k in LEASE_FIELDS) && !(k in OPTIONAL_FIELDS));
   if (extra !== undefined) return `the lease has an unknown field "${extra}"`;
   return undefined;
 }
@@ -243,6 +255,17 @@ export class LeaseTable {
     return false;
   }
 
+  /** Whether a live or pending lease binds this logical port. */
+  portInUse(port: string): boolean {
+    for (const e of [...this.leases.values(), ...this.pending.values()]) if (e.port === port) return true;
+    return false;
+  }
+
+  /** Whether this id is a live or pending lease's (the OVS reconcile keeps their ports). */
+  isLive(id: string): boolean {
+    return this.leases.has(id) || this.pending.has(id);
+  }
+
   /** Whether a live, pending or still-ending lease has this TAP name. */
   nameInUse(ifname: string): boolean {
     for (const e of [...this.leases.values(), ...this.pending.values(), ...this.retiring.values()]) if (e.ifname === ifname) return true;
@@ -255,11 +278,11 @@ export class LeaseTable {
    * kernel's own `tap%d` reuses a number as soon as its device is gone, while the old lease's
    * down hook may still be running with that name.
    */
-  reserve(ownerUid: number, network: string, mac: string, prefix: 'tap' | 'mvt' = 'tap'): Reservation {
+  reserve(ownerUid: number, network: string, mac: string, prefix: 'tap' | 'mvt' = 'tap', port?: string): Reservation {
     let ifname: string;
     do ifname = `${prefix}${randomBytes(4).toString('hex')}`;
     while (this.nameInUse(ifname));
-    const r = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname };
+    const r: Reservation = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname, ...(port === undefined ? {} : { port }) };
     this.pending.set(r.id, r);
     return r;
   }
@@ -268,9 +291,9 @@ export class LeaseTable {
     this.pending.delete(r.id);
   }
 
-  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname'>): Lease {
+  activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname' | 'port'>): Lease {
     this.pending.delete(r.id);
-    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...lease };
+    const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...(r.port === undefined ? {} : { port: r.port }), ...lease };
     this.leases.set(full.id, full);
     this.record({ start: full });
     return full;

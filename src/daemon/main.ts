@@ -11,6 +11,7 @@ import { serve } from './server.js';
 import type { DaemonContext } from './context.js';
 import { LeaseTable } from './leases.js';
 import { watchLeases } from './reaper.js';
+import { reconcileOvsPorts } from './ovs.js';
 import { createLogger, type Logger } from './log.js';
 import { polkitAllows } from './polkit.js';
 import { loadPolicy, PolicyError } from './policy/index.js';
@@ -143,6 +144,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let lastActivity = Date.now();
   serve(server, ctx, () => (lastActivity = Date.now()));
   const watch = watchLeases(ctx);
+  // Before the first open can start: lease ports on Open vSwitch whose lease is not live.
+  await reconcileOvsPorts(ctx);
   const how = await listenOn(server, opts, fd);
   log.info({ event: 'started', version: VERSION, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
 

@@ -11,6 +11,7 @@ import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { runHook } from './hooks.js';
 import { POLKIT_ACTION_OPEN } from './polkit.js';
+import { attachLeasePort, removeLeasePort } from './ovs.js';
 import type { Lease } from './leases.js';
 import { inspectMacvtap, openMacvtap } from './macvtap.js';
 import { setPortVlan } from './vlans.js';
@@ -24,6 +25,8 @@ export interface Plan {
   /** The guest's MAC when the client asked for one. */
   mac?: sys.Mac;
   mtu?: number;
+  /** ovs networks: the logical port the policy granted. */
+  port?: string;
   warnings: string[];
 }
 
@@ -55,7 +58,7 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   if (!net) throw new DeniedError(DEFAULT_DENY_REASON, `${DEFAULT_DENY_REASON}: no network, bridge or uplink named ${JSON.stringify(req.network)}`);
   const decision = ctx.policy.decide(subject, {
     network: net, wantsMac: req.mac !== undefined, wantsMtu: req.mtu !== undefined,
-    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost,
+    queues: req.queues, vnetHdr: req.vnetHdr, vhost: req.vhost, ...(req.port === undefined ? {} : { port: req.port }),
   });
   if (!decision.allowed) throw new DeniedError(decision.reason, decision.logReason);
   if (decision.askPolkit && !(await ctx.polkitAllows(subject, POLKIT_ACTION_OPEN))) {
@@ -64,6 +67,7 @@ export async function plan(ctx: DaemonContext, peer: Peer, req: OpenRequest): Pr
   const p: Plan = { subject, net, permit: decision, warnings: [] };
   if (req.mac !== undefined) p.mac = guestMac(req.mac);
   if (req.mtu !== undefined) p.mtu = req.mtu;
+  if (net.mode === 'ovs' && req.port !== undefined) p.port = req.port;
   checkQuota(ctx, p);
   if (net.mode === 'macvtap') inspectMacvtap(net, p.mtu);
   if (net.mode === 'bridged' || net.mode === 'uplink') {
@@ -103,6 +107,14 @@ function checkQuota(ctx: DaemonContext, p: Plan): void {
   if (p.mac && leases.macInUse(p.mac.toString())) {
     throw new TapdError('mac_in_use', `MAC ${p.mac} is in use by another lease; choose another or let tapd pick one`);
   }
+  checkPortFree(ctx, p.port);
+}
+
+/** One logical port, one lease: a second binding would move the port away from the first VM. */
+function checkPortFree(ctx: DaemonContext, port: string | undefined): void {
+  if (port !== undefined && ctx.leases.portInUse(port)) {
+    throw new TapdError('port_in_use', `logical port ${port} is bound by another lease; stop that VM first or choose another port`);
+  }
 }
 
 /** QEMU's prefix for guests (locally administered by convention). */
@@ -121,10 +133,12 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   checkQuota(ctx, p);
   let mac = p.mac;
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = sys.Mac.random(GUEST_MAC_PREFIX);
-  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString(), net.mode === 'macvtap' ? 'mvt' : 'tap');
+  checkPortFree(ctx, p.port);
+  const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString(), net.mode === 'macvtap' ? 'mvt' : 'tap', p.port);
   if (net.mode === 'macvtap') return openMacvtap(ctx, peer, req, p, slot, mac, (lease) => runUpHook(ctx, net.up!, lease), beforeHook);
   let tap: sys.Tap | undefined;
   let ifindex = 0;
+  let ovsPort = false;
   try {
     const bridge = net.mode === 'bridged' || net.mode === 'uplink' ? await ensureBridge(net, limits.hookTimeoutMs, ctx.log) : undefined;
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
@@ -145,10 +159,16 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       if (sys.getMtu(bridge.name) !== bridge.mtu) sys.setMtu(bridge.name, bridge.mtu);
     }
     checkNobodyElseAttached(tap, ifindex, p.subject.uid, req.queues);
+    if (net.ovs && p.port !== undefined) {
+      // Set before the call: a failure after the add (a timed-out transaction) still gets the undo.
+      ovsPort = true;
+      await attachLeasePort(ctx, net, { id: slot.id, ifname: slot.ifname, mac: slot.mac, port: p.port });
+    }
     const lease: Omit<Lease, 'started'> = {
-      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? null, mac: slot.mac,
+      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? net.ovs?.bridge ?? null, mac: slot.mac,
       mtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true,
       ...(bridge && net.vlan !== undefined ? { vlan: net.vlan } : {}),
+      ...(slot.port === undefined ? {} : { port: slot.port }), ...(net.ovs ? { ovsdb: net.ovs.socket } : {}),
     };
     if (net.up) {
       beforeHook(limits.hookTimeoutMs);
@@ -167,8 +187,11 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       },
     };
   } catch (err) {
-    // The one undo: free the slot, delete the device (closing our fds alone would leave it to
-    // anyone who attached a queue of their own), close our fds.
+    // The one undo: take the port off the switch (the slot, and its logical port, stays taken
+    // until it is gone, so a retry cannot race the removal), free the slot, delete the device
+    // (closing our fds alone would leave it to anyone who attached a queue of their own), close
+    // our fds.
+    if (ovsPort && net.ovs) await removeLeasePort(ctx, { id: slot.id, ifname: slot.ifname, ovsdb: net.ovs.socket, network: net.name });
     ctx.leases.cancel(slot);
     if (tap) {
       try {
@@ -223,6 +246,7 @@ export function leaseInfo(l: Lease): LeaseInfo {
     id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
     mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
     ...(l.kind === 'macvtap' ? { kind: 'macvtap' as const } : {}), ...(l.vlan !== undefined ? { vlan: l.vlan } : {}),
+    ...(l.port === undefined ? {} : { port: l.port }),
   };
 }
 

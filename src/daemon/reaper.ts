@@ -9,6 +9,7 @@ import { runHook } from './hooks.js';
 import type { Lease } from './leases.js';
 import { adoptMacvtap, forgetMacvtap, startMacvtapWatch } from './macvtap.js';
 import { hookEnv } from './open.js';
+import { removeLeasePort } from './ovs.js';
 
 /** Why a live lease's device is no longer what tapd handed out, or undefined if it still is. */
 export function tampered(lease: Lease, link: sys.LinkState): string | undefined {
@@ -117,6 +118,8 @@ export async function endLease(ctx: DaemonContext, lease: Lease, why: string, op
   ctx.log.info(audit, 'lease ended');
   const net = ctx.policy.networks.get(lease.network);
   try {
+    // Before the down hook, as the device is gone before it: the port would name a dead TAP.
+    if (lease.ovsdb !== undefined) await removeLeasePort(ctx, { ...lease, ovsdb: lease.ovsdb });
     if (lease.upRan && net?.down) {
       await runHook({ script: net.down, args: [lease.ifname], env: hookEnv(lease, 'down'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
     }

@@ -6,7 +6,7 @@
 export const PEER_ERROR_CODES = [
   'bad_frame', 'frame_too_large', 'bad_request', 'bad_version',
   'denied', 'forbidden', 'quota', 'limit', 'busy',
-  'invalid_mac', 'mac_in_use', 'mtu_too_small',
+  'invalid_mac', 'mac_in_use', 'mtu_too_small', 'port_in_use',
   'network_unavailable', 'hook_failed', 'not_found', 'config_invalid', 'internal',
 ] as const;
 

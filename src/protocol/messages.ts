@@ -8,6 +8,8 @@ export const MAX_QUEUES = 16;
 export const MIN_MTU = 68;
 /** A TAP's largest MTU: the kernel's 65535 less the Ethernet header (tun.c, tun_net_initialize). */
 export const MAX_MTU = 65521;
+/** An OVN logical port name (iface-id) a client may ask for: what tapd writes to Open vSwitch. */
+export const PORT_NAME_RE = /^[A-Za-z0-9_.:@+-]{1,64}$/;
 
 export interface OpenRequest {
   op: 'open' | 'check';
@@ -20,6 +22,8 @@ export interface OpenRequest {
   vhost: boolean;
   /** Root only: open on behalf of this uid (sudo's SUDO_UID). */
   asUid?: number;
+  /** ovs networks: the logical port (OVN iface-id) to bind the TAP to. */
+  port?: string;
   /** The client reads `pending` frames (sent before a hook runs, with how long it may take). */
   progress: boolean;
 }
@@ -52,6 +56,8 @@ interface FieldSpec {
   min?: number;
   max?: number;
   maxLength?: number;
+  /** Strings only: the value must match, else `rule` is quoted. */
+  pattern?: { re: RegExp; rule: string };
 }
 
 const OPEN_FIELDS: Record<string, FieldSpec> = {
@@ -63,6 +69,7 @@ const OPEN_FIELDS: Record<string, FieldSpec> = {
   vhost: { kind: 'bool' },
   as_uid: { kind: 'int', min: 0, max: 0xfffffffe },
   progress: { kind: 'bool' },
+  port: { kind: 'string', maxLength: 64, pattern: { re: PORT_NAME_RE, rule: '1 to 64 of A-Z a-z 0-9 _ . : @ + -' } },
 };
 const UID: FieldSpec = { kind: 'int', min: 0, max: 0xfffffffe };
 
@@ -87,6 +94,7 @@ function checkField(name: string, value: unknown, spec: FieldSpec): void {
       if (spec.maxLength !== undefined && value.length > spec.maxLength) {
         throw bad(`field "${name}" is longer than ${spec.maxLength} characters`);
       }
+      if (spec.pattern && !spec.pattern.re.test(value)) throw bad(`field "${name}" must be ${spec.pattern.rule}`);
       return;
     case 'bool':
       if (typeof value !== 'boolean') throw bad(`field "${name}" must be true or false`);
@@ -126,6 +134,7 @@ export function decodeRequest(msg: Record<string, unknown>): Request {
       vnetHdr: (msg.vnet_hdr as boolean | undefined) ?? false,
       vhost: (msg.vhost as boolean | undefined) ?? false,
       asUid: msg.as_uid as number | undefined,
+      ...(msg.port === undefined ? {} : { port: msg.port as string }),
       progress: (msg.progress as boolean | undefined) ?? false,
     };
   }
@@ -161,6 +170,8 @@ export interface LeaseInfo {
   kind?: 'tap' | 'macvtap';
   /** The VLAN of the lease's bridge port, when its network has one. */
   vlan?: number;
+  /** ovs networks: the logical port the lease binds. */
+  port?: string;
 }
 
 export interface ErrorReply {

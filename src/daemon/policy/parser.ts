@@ -5,7 +5,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { Accounts, type AccountFiles } from './accounts.js';
 import { ConfigFiles, tokenize, type Line, type Token } from './files.js';
 import { IfName, ifNameProblem } from '../../sys/ifname.js';
-import { MAX_MTU, MAX_QUEUES, MIN_MTU } from '../../protocol/messages.js';
+import { MAX_MTU, MAX_QUEUES, MIN_MTU, PORT_NAME_RE } from '../../protocol/messages.js';
+import { DEFAULT_OVSDB_SOCKET } from '../ovsdb.js';
 
 /** The kernel layer's one interface-name rule: what the config accepts is what reaches the ioctl. */
 const isValidIfName = (s: string): boolean => ifNameProblem(s) === undefined;
@@ -43,6 +44,8 @@ export interface RuleOptions {
   mtu: boolean;
   vhost: boolean;
   polkit: boolean;
+  /** ovs networks: logical ports the subject may bind (`ports P[,P...]`, a trailing `*` = prefix). */
+  ports?: string[];
 }
 
 /** One line of a qemu-bridge-helper ACL file (includes already expanded). */
@@ -96,7 +99,7 @@ export interface ParseOptions extends AccountFiles {
 }
 
 const STATEMENTS = 'network, permit, deny, admin, limits, include or qemu-bridge-conf';
-const RULE_OPTIONS = 'leases N, total N, queues N, mac, mtu, vhost or polkit';
+const RULE_OPTIONS = 'leases N, total N, queues N, mac, mtu, vhost, polkit or ports P[,P...]';
 const IFNAME_RULE = '1 to 15 bytes of A-Z a-z 0-9 _ . - and not "." or ".."; names are never truncated';
 
 type LimitKey = keyof DaemonLimits;
@@ -289,6 +292,27 @@ class Parser {
     return ms;
   }
 
+  /** `lp-a1,lp-a2,alice-*`: logical port names, each exact or a prefix ending in `*`. */
+  private ports(c: Cursor, opt: Token): string[] | undefined {
+    const v = c.next();
+    const what = 'logical port names separated by commas, each exact (lp-a1) or a prefix ending in * (alice-*)';
+    if (!v) {
+      this.at(c.line, opt, `"${opt.text}" needs ${what}`);
+      return undefined;
+    }
+    const out: string[] = [];
+    for (const p of v.text.split(',')) {
+      const name = p.endsWith('*') ? p.slice(0, -1) : p;
+      // A bare `*` (every port) is allowed: the admin says so in as many words.
+      if ((name !== '' || p !== '*') && !PORT_NAME_RE.test(name)) {
+        this.at(c.line, v, `bad port pattern "${p}" for "${opt.text}" (expected ${what}; names are 1-64 of A-Z a-z 0-9 _ . : @ + -)`);
+        return undefined;
+      }
+      out.push(p);
+    }
+    return out;
+  }
+
   private subject(c: Cursor, tok: Token): SubjectSpec | undefined {
     const t = tok.text;
     if (t === 'everyone') return { kind: 'everyone' };
@@ -324,12 +348,13 @@ class Parser {
   // ---- statements ----
 
   // network NAME (bridge BR [create] | uplink NIC bridge BR [bridge-script PATH] | hostonly
-  //               | macvtap NIC [mode bridge|vepa|private|passthru])
+  //               | macvtap NIC [mode bridge|vepa|private|passthru]
+  //               | ovs-bridge BR [ovn-wait D] [ovsdb PATH])
   //              [up PATH] [down PATH] [mtu N] [isolated] [vlan N]      (options in any order)
   private network(c: Cursor): void {
     const nameTok = c.next();
     if (!nameTok) {
-      this.at(c.line, c.keyword, '"network" needs a name: network NAME bridge BR | uplink NIC bridge BR | hostonly');
+      this.at(c.line, c.keyword, '"network" needs a name: network NAME bridge BR | uplink NIC bridge BR | hostonly | ovs-bridge BR');
       return;
     }
     let nameOk = true;
@@ -353,6 +378,9 @@ class Parser {
     let lower: string | undefined;
     let macvtapMode: Network['macvtapMode'];
     let vlan: number | undefined;
+    let ovsBridge: string | undefined;
+    let ovnWait: number | undefined;
+    let ovsdb: string | undefined;
     for (let tok = c.next(); tok; tok = c.next()) {
       const before = seen.get(tok.text);
       if (before) this.at(c.line, tok, `"${tok.text}" given twice for network ${nameTok.text}`);
@@ -370,21 +398,33 @@ class Parser {
         case 'macvtap': lower = this.ifname(c, tok, 'a network interface name'); break;
         case 'mode': macvtapMode = this.macvtapMode(c, tok); break;
         case 'vlan': vlan = this.number(c, tok, 1, 4094); break;
+        case 'ovs-bridge': ovsBridge = this.ifname(c, tok, 'an Open vSwitch bridge name'); break;
+        case 'ovn-wait': ovnWait = this.duration(c, tok, 100, 20_000); break; // within the client's 30 s
+        case 'ovsdb': ovsdb = this.socketPath(c, tok); break;
         default:
-          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, macvtap NIC, mode M, up PATH, down PATH, mtu N, isolated or vlan N)`);
+          this.at(c.line, tok, `unknown network option "${tok.text}" (expected bridge BR, create, uplink NIC, bridge-script PATH, hostonly, macvtap NIC, mode M, ovs-bridge BR, ovn-wait D, ovsdb PATH, up PATH, down PATH, mtu N, isolated or vlan N)`);
       }
     }
     const word = (w: string): Token => seen.get(w) as Token;
     let mode: Network['mode'] = 'hostonly';
     if (seen.has('macvtap')) {
       mode = 'macvtap';
-      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated', 'hostonly', 'vlan']) {
+      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated', 'hostonly', 'vlan', 'ovs-bridge']) {
         if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "macvtap" (a macvtap device sits on its NIC, on no bridge${w === 'vlan' ? '; for a VLAN, name the NIC\'s VLAN interface, e.g. macvtap eth0.20' : ''})`);
       }
     } else if (seen.has('mode')) {
       this.at(c.line, word('mode'), '"mode" is for macvtap networks (macvtap NIC mode bridge|vepa|private|passthru)');
     }
-    if (mode === 'macvtap') {
+    if (seen.has('ovs-bridge') && mode !== 'macvtap') {
+      mode = 'ovs';
+      for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'hostonly', 'isolated', 'vlan']) {
+        if (seen.has(w)) this.at(c.line, word(w), `"${w}" cannot be used with "ovs-bridge" (the TAP goes on an Open vSwitch bridge, not a Linux one)`);
+      }
+    } else if (seen.has('ovn-wait') || seen.has('ovsdb')) {
+      const w = seen.has('ovn-wait') ? 'ovn-wait' : 'ovsdb';
+      this.at(c.line, word(w), `"${w}" is for Open vSwitch networks: add "ovs-bridge BR"`);
+    }
+    if (mode === 'macvtap' || mode === 'ovs') {
       // checked above
     } else if (hostonly) {
       for (const w of ['bridge', 'uplink', 'create', 'bridge-script', 'isolated', 'vlan']) {
@@ -399,7 +439,7 @@ class Parser {
       mode = 'bridged';
       if (seen.has('bridge-script')) this.at(c.line, word('bridge-script'), '"bridge-script" is for uplink networks (it runs after tapd creates the bridge for the uplink)');
     } else {
-      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly, macvtap NIC`);
+      this.at(c.line, nameTok, `network ${nameTok.text} needs one of: bridge BR, uplink NIC bridge BR, hostonly, macvtap NIC, ovs-bridge BR`);
     }
     if (!nameOk) return;
     const network: Network = {
@@ -421,6 +461,10 @@ class Parser {
     if (up !== undefined) network.up = up;
     if (down !== undefined) network.down = down;
     if (mtu !== undefined) network.mtu = mtu;
+    if (mode === 'ovs' && ovsBridge !== undefined) {
+      network.ovs = { bridge: ovsBridge, socket: ovsdb ?? DEFAULT_OVSDB_SOCKET };
+      if (ovnWait !== undefined) network.ovs.ovnWaitMs = ovnWait;
+    }
     this.networks.push({ network, site: this.site(c.line, nameTok) });
   }
 
@@ -446,6 +490,7 @@ class Parser {
         case 'mtu': o.mtu = true; break;
         case 'vhost': o.vhost = true; break;
         case 'polkit': o.polkit = true; break;
+        case 'ports': o.ports = this.ports(c, tok) ?? o.ports; break;
         default:
           this.at(c.line, tok, `unknown option "${tok.text}" for ${kind} (expected ${RULE_OPTIONS})`);
       }
@@ -534,6 +579,20 @@ class Parser {
       return;
     }
     for (const f of this.files.listDirectory(path, site) ?? []) this.file(f, site, stack);
+  }
+
+  /** ovsdb PATH: an absolute path to a socket (not a hook: no trust check, it is ovsdb-server's). */
+  private socketPath(c: Cursor, opt: Token): string | undefined {
+    const v = c.next();
+    if (!v) {
+      this.at(c.line, opt, `"${opt.text}" needs the absolute path of ovsdb-server's socket, e.g. /run/openvswitch/db.sock`);
+      return undefined;
+    }
+    if (!isAbsolute(v.text) || v.text.endsWith('/') || v.text.length > 107) {
+      this.at(c.line, v, `"${opt.text}" needs the absolute path of a Unix socket (at most 107 bytes), not "${v.text}"`);
+      return undefined;
+    }
+    return v.text;
   }
 
   /** The absolute path of an include or ACL file (a directory is fine). */

@@ -54,6 +54,11 @@ function ruleMatches(rule: RuleDecl, subject: Subject, net: Network): Match | un
   return { rule, permit: rule.kind === 'permit' };
 }
 
+/** `ports` patterns: an exact name, or a prefix ending in `*` (a bare `*` is every port). */
+export function portMatches(pattern: string, port: string): boolean {
+  return pattern.endsWith('*') ? port.startsWith(pattern.slice(0, -1)) : port === pattern;
+}
+
 function describe(m: Match): string {
   const where = `${m.rule.source.file}:${m.rule.source.line} (${m.rule.text})`;
   return m.acl ? `${where}, ${m.acl.source.file}:${m.acl.source.line} (${m.acl.text})` : where;
@@ -125,13 +130,22 @@ class CompiledPolicy implements Policy {
     if (intent.wantsMac && !o.mac) return missing('you asked for a MAC address of your own, which needs option "mac"');
     if (intent.wantsMtu && !o.mtu) return missing('you asked for an MTU of your own, which needs option "mtu"');
     if (intent.vhost && !o.vhost) return missing('you asked for vhost-net, which needs option "vhost"');
+    // Only now, with this rule letting the subject use the network: what port it may bind.
+    if (net.mode === 'ovs') {
+      if (intent.port === undefined) return missing(`network ${net.name} is an Open vSwitch network: name the logical port to bind (tapctl --port NAME, request field "port")`);
+      if (!o.ports?.some((p) => portMatches(p, intent.port as string))) {
+        return missing(`this rule does not grant logical port ${intent.port}${o.ports ? ` (it grants ${o.ports.join(',')})` : ' (it grants no ports: option "ports P[,P...]")'}`);
+      }
+    } else if (intent.port !== undefined) {
+      return missing(`network ${net.name} is not an Open vSwitch network; a logical port ("port") applies only to ovs-bridge networks`);
+    }
 
     const permit: Permit = {
       allowed: true,
       askPolkit: o.polkit,
       reason: `permitted by ${by}`,
       rule: last.acl ? last.acl.source : last.rule.source,
-      grants: { queues: o.queues, mac: o.mac, mtu: o.mtu, vhost: o.vhost },
+      grants: { queues: o.queues, mac: o.mac, mtu: o.mtu, vhost: o.vhost, ...(o.ports ? { ports: [...o.ports] } : {}) },
     };
     if (o.leases !== undefined) permit.maxLeasesPerNetwork = o.leases;
     if (o.total !== undefined) permit.maxLeasesPerUser = o.total;
@@ -227,6 +241,13 @@ export function compile(config: ParsedConfig, problems: Problem[]): Policy {
     const alias = owner.get(t.name);
     const hint = alias ? `; ${t.name} is the ${alias.role} of network ${alias.network.name}, and rules name networks` : '';
     problems.push({ ...t.site, message: `unknown network "${t.name}"${hint}` });
+  }
+  // `ports` means something only where a logical port is bound.
+  for (const rule of config.rules) {
+    const t = rule.target;
+    if (!rule.options.ports || t === undefined || t === 'any') continue;
+    const n = networks.get(t.name);
+    if (n && n.mode !== 'ovs') problems.push({ ...t.site, message: `option "ports" is for ovs-bridge networks, and ${t.name} is a ${n.mode} network` });
   }
 
   return new CompiledPolicy(networks, config);

@@ -10,7 +10,17 @@ export interface SourceRef {
   line: number;
 }
 
-export type NetworkMode = 'bridged' | 'uplink' | 'hostonly' | 'macvtap';
+export type NetworkMode = 'bridged' | 'uplink' | 'hostonly' | 'macvtap' | 'ovs';
+
+/** ovs only: where the lease's TAP goes on Open vSwitch (src/daemon/ovs.ts). */
+export interface OvsTarget {
+  /** The Open vSwitch bridge (e.g. br-int). Not a Linux bridge, and not an alias for `-b`. */
+  bridge: string;
+  /** ovsdb-server's Unix socket. */
+  socket: string;
+  /** `ovn-wait D`: also wait until ovn-controller sets ovn-installed, at most this long. */
+  ovnWaitMs?: number;
+}
 
 export interface Network {
   /** The name users pass with `-b` (also matched: the bridge name, and for uplink the NIC name). */
@@ -37,6 +47,8 @@ export interface Network {
   macvtapMode?: MacvtapMode;
   /** bridged/uplink only: the 802.1Q VLAN (1..4094) of this network's ports on a VLAN-filtering bridge. */
   vlan?: number;
+  /** ovs only: the Open vSwitch bridge, socket and OVN wait. */
+  ovs?: OvsTarget;
   source: SourceRef;
 }
 
@@ -66,6 +78,8 @@ export interface OpenIntent {
   queues: number;
   vnetHdr: boolean;
   vhost: boolean;
+  /** ovs networks: the logical port (OVN iface-id) the client asks to bind. */
+  port?: string;
 }
 
 export interface Permit {
@@ -90,6 +104,8 @@ export interface RuleGrants {
   mac: boolean;
   mtu: boolean;
   vhost: boolean;
+  /** ovs networks: the logical ports this rule lets the subject bind (`ports P,Q`; `alice-*` is a prefix). */
+  ports?: string[];
 }
 
 export interface Deny {

@@ -17,21 +17,26 @@ _tapctl_networks() {
 
 _tapctl() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands='qemu run list status check reload help'
+  local commands='qemu run list networks status check revoke reload attach detach help'
   local global='--socket --version --help'
   local tap='--network -b --mac --mtu --queues --vhost --port'
-  local more='--vnet-hdr --no-vnet-hdr --id --nic --verbose -v'
+  local nic='--vnet-hdr --no-vnet-hdr --id --nic'
+  local more="$nic --dry-run --verbose -v"
   local -A opts=(
-    [qemu]="$tap --model $more --qemu --user-net --redir --help"
+    [qemu]="$tap --model --device-opt $more --qemu --user-net --redir --help"
     [run]="$tap $more --help"
-    [list]='--json --help'
+    [list]='--user --json --help'
+    [networks]='--names --json --help'
     [status]='--json --help'
-    [check]="$tap --vnet-hdr --json --help"
+    [check]="$tap --model --device-opt $nic --json --help"
+    [revoke]='--user --network -b --json --help'
     [reload]='--help'
+    [attach]='--qmp --network -b --model --mac --queues --id --help'
+    [detach]='--qmp --help'
     [help]=''
   )
   # Options that take a value (the next word is not a subcommand or an option).
-  local valued=' --socket --network -b --mac --mtu --queues --port --model --id --nic --qemu --redir '
+  local valued=' --socket --network -b --mac --mtu --queues --port --model --device-opt --id --nic --qemu --redir --user --qmp '
 
   local i cmd='' after_dashdash=''
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -279,12 +279,13 @@ static void send_request(int s, const struct args *a, long as_uid)
 {
 	char body[256], frame[4 + sizeof body];
 	int n;
-	/* --br is [A-Za-z0-9_.:@+-]{1,64}: nothing to escape. Same fields as tapctl's openTapSync. */
+	/* --br is [A-Za-z0-9_.:@+-]{1,64}: nothing to escape. bridge_helper: QEMU picks the guest's
+	 * MAC, and QEMU (our parent) is the lease's process. */
 	if (as_uid >= 0)
-		n = snprintf(body, sizeof body, "{\"v\":1,\"op\":\"open\",\"network\":\"%s\",\"vnet_hdr\":%s,\"as_uid\":%ld}",
+		n = snprintf(body, sizeof body, "{\"v\":1,\"op\":\"open\",\"network\":\"%s\",\"vnet_hdr\":%s,\"bridge_helper\":true,\"as_uid\":%ld}",
 			     a->bridge, a->use_vnet ? "true" : "false", as_uid);
 	else
-		n = snprintf(body, sizeof body, "{\"v\":1,\"op\":\"open\",\"network\":\"%s\",\"vnet_hdr\":%s}",
+		n = snprintf(body, sizeof body, "{\"v\":1,\"op\":\"open\",\"network\":\"%s\",\"vnet_hdr\":%s,\"bridge_helper\":true}",
 			     a->bridge, a->use_vnet ? "true" : "false");
 	if (n < 0 || (size_t)n >= sizeof body)
 		die("no TAP on %s: request too long", a->bridge);

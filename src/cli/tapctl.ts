@@ -4,7 +4,7 @@
 // starting anything. docs/launching.md is the guide.
 import { accessSync, constants as fsConstants, writeSync } from 'node:fs';
 import { Command, Option, type OptionValues } from 'commander';
-import { DEFAULT_SOCKET, openTapSync, requestSync, type Pending, type WireRequest } from '../client/client.js';
+import { DEFAULT_SOCKET, openTapSync, requestSync, type OpenedTap, type Pending, type WireRequest } from '../client/client.js';
 import type { LeaseInfo } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
 import { VERSION } from '../version.js';
@@ -105,7 +105,7 @@ function onPending(p: Pending): void {
 
 interface Opened {
   granted: Granted[];
-  leases: LeaseInfo[];
+  leases: OpenedTap['lease'][];
   /** Our fds in child order (3, 4, ...). */
   fds: number[];
 }
@@ -387,7 +387,7 @@ function addTapOptions(cmd: Command, what: 'qemu' | 'run' | 'check'): Command {
     .option('--vnet-hdr', what === 'run' ? 'open the TAP with the virtio-net header' : 'open the TAP with the virtio-net header (default for virtio models)')
     .option('--no-vnet-hdr', 'open the TAP without the virtio-net header')
     .option('--id <id>', 'QEMU netdev id of the first NIC (default net0)')
-    .option('--nic <spec>', `one more NIC (repeatable): b=NAME,${what === 'run' ? '' : 'model=MODEL,'}mac=MAC,queues=N,mtu=N,vhost=on,vnet_hdr=on|off,id=ID,port=LP${what === 'run' ? '' : ',dev.PROP=VALUE'}`, collect, []);
+    .option('--nic <spec>', `one more NIC (repeatable), KEY=VALUE,... with keys b, ${what === 'run' ? '' : 'model, '}mac, queues, mtu, vhost (on), vnet_hdr (on|off), id, port${what === 'run' ? '' : ', dev.PROP'}; e.g. b=lan,queues=4`, collect, []);
   if (what !== 'check') {
     cmd
       .option('--dry-run', 'ask tapd "check" instead of "open"; print the requests and the command line, start nothing')

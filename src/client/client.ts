@@ -46,7 +46,8 @@ export interface Response {
 }
 
 export interface OpenedTap {
-  lease: LeaseInfo;
+  /** Our own opens never say bridge_helper, so tapd always names the guest's MAC. */
+  lease: LeaseInfo & { mac: string };
   /** One fd per queue, CLOEXEC: clear it (or dup) before handing to an emulator. */
   fds: number[];
 }
@@ -210,11 +211,11 @@ export async function request(socketPath: string, req: WireRequest, options?: nu
 
 function asOpened(res: Response): OpenedTap {
   const lease = res.body.lease as LeaseInfo;
-  if (res.fds.length !== lease.queues) {
+  if (res.fds.length !== lease.queues || typeof lease.mac !== 'string') {
     sys.closeAll(res.fds);
-    throw new TapdError('protocol', `expected ${lease.queues} TAP fds from tapd, got ${res.fds.length}`);
+    throw new TapdError('protocol', `expected ${lease.queues} TAP fds and the guest's MAC from tapd, got ${res.fds.length} fds and MAC ${lease.mac}`);
   }
-  return { lease, fds: res.fds };
+  return { lease: { ...lease, mac: lease.mac }, fds: res.fds };
 }
 
 /** An open that waits as long as the network's up hook may take (it asks for `pending` frames). */

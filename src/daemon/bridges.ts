@@ -40,9 +40,9 @@ export function inspectBridge(net: Network): { stp: boolean } {
  * Either way the bridge's MAC is pinned: a Linux bridge whose address was never set explicitly
  * takes its lowest port's, and a TAP's holder may set its TAP's MAC (SIOCSIFHWADDR on the fd).
  */
-export async function ensureBridge(net: Network, hookTimeoutMs: number, log: Logger): Promise<ReadyBridge> {
+export async function ensureBridge(net: Network, hookTimeoutMs: number, log: Logger, beforeScript: () => void = () => {}): Promise<ReadyBridge> {
   const prior = setupLocks.get(net.name) ?? Promise.resolve();
-  const mine = prior.then(() => setUp(net, hookTimeoutMs, log));
+  const mine = prior.then(() => setUp(net, hookTimeoutMs, log, beforeScript));
   const settled = mine.catch(() => {});
   setupLocks.set(net.name, settled);
   try {
@@ -64,9 +64,9 @@ function stpOn(bridge: sys.IfName): boolean {
   }
 }
 
-async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<ReadyBridge> {
+async function setUp(net: Network, hookTimeoutMs: number, log: Logger, beforeScript: () => void): Promise<ReadyBridge> {
   const bridge = net.bridge!;
-  if (!sys.exists(bridge)) await create(net, bridge, hookTimeoutMs, log);
+  if (!sys.exists(bridge)) await create(net, bridge, hookTimeoutMs, log, beforeScript);
   else if (!sys.isBridge(bridge)) throw unavailable(net, `${bridge} exists but is not a bridge; fix the config`);
   checkVlanBridge(net, bridge);
   tagUplink(net);
@@ -82,7 +82,7 @@ async function setUp(net: Network, hookTimeoutMs: number, log: Logger): Promise<
   return { name: bridge, ifindex, mtu: sys.getMtu(bridge) };
 }
 
-async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, log: Logger): Promise<void> {
+async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, log: Logger, beforeScript: () => void): Promise<void> {
   if (net.mode === 'bridged' && !net.createBridge) throw unavailable(net, `bridge ${bridge} does not exist; an admin must create it`);
   // Check the NIC before touching anything, so a typo in the config changes nothing.
   const nic = net.uplink;
@@ -111,6 +111,7 @@ async function create(net: Network, bridge: sys.IfName, hookTimeoutMs: number, l
     throw err;
   }
   if (nic && net.bridgeScript) {
+    beforeScript();
     try {
       await runHook({
         script: net.bridgeScript,

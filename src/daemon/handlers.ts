@@ -51,8 +51,8 @@ export async function isAdmin(ctx: DaemonContext, peer: Peer): Promise<boolean> 
 }
 
 async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest, progress: Progress): Promise<Reply> {
-  const before = (timeoutMs: number) => {
-    if (req.progress) progress({ pending: { waiting_for: 'the network\'s up hook', timeout_ms: timeoutMs } });
+  const before = (what: string, timeoutMs: number) => {
+    if (req.progress) progress({ pending: { waiting_for: what, timeout_ms: timeoutMs } });
   };
   const o = await open(ctx, peer, req, before);
   return { ...ok({ lease: leaseInfo(o.lease) }), fds: o.fds, sent: o.delivered };

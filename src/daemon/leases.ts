@@ -33,6 +33,8 @@ export interface Lease {
   kind?: 'macvtap';
   /** The VLAN of its bridge port, when its network has one. */
   vlan?: number;
+  /** A bridge helper's lease: QEMU chose the guest's MAC; `mac` only derives the host side. */
+  macUnknown?: true;
   /** ovs networks: the logical port (OVN iface-id) this lease binds. */
   port?: string;
   /** ovs networks: ovsdb-server's socket, where the lease's port is removed when it ends. */
@@ -59,13 +61,14 @@ const COMPACT_FACTOR = 4;
 const COMPACT_SLACK = 64;
 
 const MAX_ID = 0xfffffffe;
-type OptionalField = 'port' | 'ovsdb' | 'kind' | 'vlan';
+type OptionalField = 'port' | 'ovsdb' | 'kind' | 'vlan' | 'macUnknown';
 /** Fields a lease may lack (leases on other networks, and journals of earlier versions). */
 const OPTIONAL_FIELDS: Record<OptionalField, (v: unknown) => string | undefined> = {
   port: (v) => (typeof v === 'string' && PORT_NAME_RE.test(v) ? undefined : 'must be a logical port name (1 to 64 of A-Z a-z 0-9 _ . : @ + -)'),
   ovsdb: (v) => (typeof v === 'string' && v.startsWith('/') && v.length <= 107 ? undefined : 'must be an absolute socket path'),
   kind: (v) => (v === 'macvtap' ? undefined : 'must be "macvtap" when present'),
   vlan: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4094 ? undefined : 'must be a VLAN id from 1 to 4094'),
+  macUnknown: (v) => (v === true ? undefined : 'must be true when present'),
 };
 const LEASE_FIELDS: Record<Exclude<keyof Lease, OptionalField>, (v: unknown) => string | undefined> = {
   id: (v) => (typeof v === 'string' && /^[0-9a-f]{16}$/.test(v) ? undefined : 'must be 16 lowercase hex digits'),

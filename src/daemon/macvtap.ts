@@ -8,7 +8,7 @@ import type { OpenRequest } from '../protocol/messages.js';
 import * as sys from '../sys/index.js';
 import type { DaemonContext, Peer } from './context.js';
 import type { Lease, Reservation } from './leases.js';
-import type { Opened, Plan } from './open.js';
+import type { BeforeHook, Opened, Plan } from './open.js';
 import type { Network } from './policy/types.js';
 
 /** The udev rule the package ships for the device nodes (systemd/70-tapd-macvtap.rules). */
@@ -136,7 +136,7 @@ export function adoptMacvtap(lease: Lease): boolean | undefined {
  * times, up, hook, record, reply. `slot` is reserved; on failure the device is deleted.
  */
 export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenRequest, p: Plan, slot: Reservation, mac: sys.Mac,
-  runUp: (lease: Omit<Lease, 'started'>) => Promise<void>, beforeHook: (timeoutMs: number) => void): Promise<Opened> {
+  runUp: (lease: Omit<Lease, 'started'>) => Promise<void>, beforeHook: BeforeHook): Promise<Opened> {
   const { net } = p;
   const name = sys.IfName.parse(slot.ifname);
   let ifindex = 0;
@@ -173,7 +173,7 @@ export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenReque
       mtu: actualMtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true, kind: 'macvtap',
     };
     if (net.up) {
-      beforeHook(ctx.policy.limits.hookTimeoutMs);
+      beforeHook('the network\'s up hook', ctx.policy.limits.hookTimeoutMs);
       await runUp(lease);
     }
     const active = ctx.leases.activate(slot, { ...lease, started: new Date().toISOString() });

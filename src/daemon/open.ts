@@ -10,12 +10,21 @@ import { ensureBridge, inspectBridge } from './bridges.js';
 import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { runHook } from './hooks.js';
+import { parentOf, type IdentifiedPeer } from './peer.js';
 import { POLKIT_ACTION_OPEN } from './polkit.js';
 import { attachLeasePort, removeLeasePort } from './ovs.js';
 import type { Lease } from './leases.js';
 import { inspectMacvtap, openMacvtap } from './macvtap.js';
 import { setPortVlan } from './vlans.js';
 import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
+
+/** The lease's process: the peer, or for QEMU's bridge helper its parent, QEMU (the helper exits at once). */
+function emulatorPid(peer: Peer, req: OpenRequest): number {
+  return (req.bridgeHelper && parentOf(peer as IdentifiedPeer)) || peer.pid;
+}
+
+/** Tells a waiting client what the open waits for now, and for how long at most. */
+export type BeforeHook = (what: string, timeoutMs: number) => void;
 
 /** What the policy allowed, with every value parsed: the open carries it out, check reports it. */
 export interface Plan {
@@ -124,7 +133,7 @@ const GUEST_MAC_PREFIX = [0x52, 0x54, 0x00];
  * The open. `beforeHook` tells a waiting client how long the admin's hook may take. Kernel
  * failures (SystemError) pass through: the server logs them and answers `internal`.
  */
-export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, beforeHook: (timeoutMs: number) => void): Promise<Opened> {
+export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, beforeHook: BeforeHook): Promise<Opened> {
   const p = await plan(ctx, peer, req);
   const { net } = p;
   const limits = ctx.policy.limits;
@@ -140,7 +149,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   let ifindex = 0;
   let ovsPort = false;
   try {
-    const bridge = net.mode === 'bridged' || net.mode === 'uplink' ? await ensureBridge(net, limits.hookTimeoutMs, ctx.log) : undefined;
+    const bridge = net.mode === 'bridged' || net.mode === 'uplink' ? await ensureBridge(net, limits.hookTimeoutMs, ctx.log, () => beforeHook('the network\'s bridge script', limits.hookTimeoutMs)) : undefined;
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
     const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
     tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
@@ -165,13 +174,14 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       await attachLeasePort(ctx, net, { id: slot.id, ifname: slot.ifname, mac: slot.mac, port: p.port });
     }
     const lease: Omit<Lease, 'started'> = {
-      id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: bridge?.name.value ?? net.ovs?.bridge ?? null, mac: slot.mac,
+      id: slot.id, ownerUid: slot.ownerUid, pid: emulatorPid(peer, req), network: net.name, bridge: bridge?.name.value ?? net.ovs?.bridge ?? null, mac: slot.mac,
       mtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true,
       ...(bridge && net.vlan !== undefined ? { vlan: net.vlan } : {}),
       ...(slot.port === undefined ? {} : { port: slot.port }), ...(net.ovs ? { ovsdb: net.ovs.socket } : {}),
+      ...(req.bridgeHelper ? { macUnknown: true as const } : {}),
     };
     if (net.up) {
-      beforeHook(limits.hookTimeoutMs);
+      beforeHook('the network\'s up hook', limits.hookTimeoutMs);
       await runUpHook(ctx, net.up, lease);
     }
     const active = ctx.leases.activate(slot, { ...lease, started: new Date().toISOString() });
@@ -243,7 +253,7 @@ export function hookEnv(lease: Omit<Lease, 'started'>, event: 'up' | 'down'): Re
 
 export function leaseInfo(l: Lease): LeaseInfo {
   return {
-    id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.mac, network: l.network, bridge: l.bridge,
+    id: l.id, ifname: l.ifname, ifindex: l.ifindex, mac: l.macUnknown ? null : l.mac, network: l.network, bridge: l.bridge,
     mtu: l.mtu, queues: l.queues, vnet_hdr: l.vnetHdr, owner_uid: l.ownerUid, pid: l.pid, started: l.started,
     ...(l.kind === 'macvtap' ? { kind: 'macvtap' as const } : {}), ...(l.vlan !== undefined ? { vlan: l.vlan } : {}),
     ...(l.port === undefined ? {} : { port: l.port }),

@@ -148,3 +148,20 @@ export function stillConnectedProcess(p: BoundProcess): boolean {
   if (st === undefined || st.startTime !== p.startTime) return false;
   return p.pidfd === undefined || sys.pidfdPid(p.pidfd) === p.pid;
 }
+
+/**
+ * The parent of the process that connected (QEMU, when the peer is its bridge helper), read while
+ * the peer is provably still that process; undefined when it cannot be told.
+ */
+export function parentOf(p: BoundProcess): number | undefined {
+  if (!stillConnectedProcess(p)) return undefined;
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${p.pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const ppid = /^PPid:\s+(\d+)$/m.exec(status)?.[1];
+  // Read between two checks, as the start time is: the status was the connecting process's.
+  return ppid !== undefined && stillConnectedProcess(p) ? Number(ppid) : undefined;
+}

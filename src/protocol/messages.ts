@@ -26,6 +26,11 @@ export interface OpenRequest {
   port?: string;
   /** The client reads `pending` frames (sent before a hook runs, with how long it may take). */
   progress: boolean;
+  /**
+   * The client is QEMU's bridge helper: the guest's MAC is QEMU's own (tapd's is only for the
+   * TAP's host side) and the emulator is the helper's parent.
+   */
+  bridgeHelper: boolean;
 }
 
 export interface ListRequest {
@@ -69,6 +74,7 @@ const OPEN_FIELDS: Record<string, FieldSpec> = {
   vhost: { kind: 'bool' },
   as_uid: { kind: 'int', min: 0, max: 0xfffffffe },
   progress: { kind: 'bool' },
+  bridge_helper: { kind: 'bool' },
   port: { kind: 'string', maxLength: 64, pattern: { re: PORT_NAME_RE, rule: '1 to 64 of A-Z a-z 0-9 _ . : @ + -' } },
 };
 const UID: FieldSpec = { kind: 'int', min: 0, max: 0xfffffffe };
@@ -136,6 +142,7 @@ export function decodeRequest(msg: Record<string, unknown>): Request {
       asUid: msg.as_uid as number | undefined,
       ...(msg.port === undefined ? {} : { port: msg.port as string }),
       progress: (msg.progress as boolean | undefined) ?? false,
+      bridgeHelper: (msg.bridge_helper as boolean | undefined) ?? false,
     };
   }
   if (msg.op === 'list') return msg.user === undefined ? { op: 'list' } : { op: 'list', user: msg.user as number };
@@ -157,7 +164,8 @@ export interface LeaseInfo {
   id: string;
   ifname: string;
   ifindex: number;
-  mac: string;
+  /** The guest's MAC; null when tapd does not know it (a bridge helper's lease: QEMU chose it). */
+  mac: string | null;
   network: string;
   bridge: string | null;
   mtu: number;

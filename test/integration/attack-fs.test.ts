@@ -236,7 +236,7 @@ describe.skipIf(!isRoot)('filesystem attacks', () => {
       ['a numeric bridge', startLine({ ...LEASE, bridge: 7 }), '"bridge" must be an interface name'],
       ['a bad MAC', startLine({ ...LEASE, mac: '52:54:00:00:00' }), '"mac" must be a MAC address'],
       ['queues 0', startLine({ ...LEASE, queues: 0 }), '"queues" must be an integer from 1 to 16'],
-      ['MTU 70000', startLine({ ...LEASE, mtu: 70000 }), '"mtu" must be an integer from 68 to 65535'],
+      ['MTU 70000', startLine({ ...LEASE, mtu: 70000 }), '"mtu" must be an integer from 68 to 65521'],
       ['a string upRan', startLine({ ...LEASE, upRan: 'yes' }), '"upRan" must be true or false'],
       ['an unknown field', startLine({ ...LEASE, script: '/tmp/x' }), 'unknown field "script"'],
     ])('a journal line of %s is refused naming file and line', (_name, bad, what) => {

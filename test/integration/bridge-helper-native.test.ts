@@ -254,7 +254,7 @@ describe.skipIf(!isRoot)('against a fake tapd (run as uid 65534)', () => {
     try {
       const r = await asLibvirt(fake.path, 'good');
       expect(r).toMatchObject({ status: { code: 0 }, stderr: '', length: 1, fds: 1 });
-      expect(fake.requests).toEqual(['{"v":1,"op":"open","network":"br0","vnet_hdr":true}']);
+      expect(fake.requests).toEqual(['{"v":1,"op":"open","network":"br0","vnet_hdr":true,"bridge_helper":true}']);
     } finally {
       closeSync(tun);
       await fake.close();
@@ -351,10 +351,10 @@ describe.skipIf(!isRoot)('against a fake tapd (run as uid 65534)', () => {
       // Not root: SUDO_UID means nothing (a user cannot claim to be someone else).
       expect((await asLibvirt(fake.path, 'sudo-nobody', { SUDO_UID: '1000' })).status.code).toBe(0);
       expect(fake.requests).toEqual([
-        '{"v":1,"op":"open","network":"br0","vnet_hdr":true,"as_uid":65534}',
-        '{"v":1,"op":"open","network":"br0","vnet_hdr":true}',
-        '{"v":1,"op":"open","network":"br0","vnet_hdr":true}',
-        '{"v":1,"op":"open","network":"br0","vnet_hdr":true}',
+        '{"v":1,"op":"open","network":"br0","vnet_hdr":true,"bridge_helper":true,"as_uid":65534}',
+        '{"v":1,"op":"open","network":"br0","vnet_hdr":true,"bridge_helper":true}',
+        '{"v":1,"op":"open","network":"br0","vnet_hdr":true,"bridge_helper":true}',
+        '{"v":1,"op":"open","network":"br0","vnet_hdr":true,"bridge_helper":true}',
       ]);
     } finally {
       closeSync(tun);

@@ -51,19 +51,19 @@ afterAll(() => {
 
 describe('bash completion for tapctl', () => {
   it('completes the subcommands, and help COMMAND', () => {
-    expect(complete('tapctl ')).toEqual(['check', 'help', 'list', 'qemu', 'reload', 'run', 'status']);
-    expect(complete('tapctl re')).toEqual(['reload']);
+    expect(complete('tapctl ')).toEqual(['attach', 'check', 'detach', 'help', 'list', 'networks', 'qemu', 'reload', 'revoke', 'run', 'status']);
+    expect(complete('tapctl re')).toEqual(['reload', 'revoke']);
     expect(complete('tapctl --socket /x/tapd.sock s')).toEqual(['status']);
     expect(complete('tapctl help q')).toEqual(['qemu']);
   });
 
   it('offers exactly the long options each subcommand\'s --help lists', () => {
     expect(complete('tapctl --')).toEqual(helpOptions());
-    for (const cmd of ['qemu', 'run', 'list', 'status', 'check', 'reload']) {
+    for (const cmd of ['qemu', 'run', 'list', 'networks', 'status', 'check', 'revoke', 'reload', 'attach', 'detach']) {
       expect(complete(`tapctl ${cmd} --`).filter((o) => o.startsWith('--')), cmd).toEqual(helpOptions(cmd));
     }
     expect(complete('tapctl qemu --v')).toEqual(['--verbose', '--vhost', '--vnet-hdr']);
-    expect(complete('tapctl list -')).toEqual(['--help', '--json']);
+    expect(complete('tapctl list -')).toEqual(['--help', '--json', '--user']);
   });
 
   it('completes network names from `tapctl networks --names`, asking the socket the line names', () => {

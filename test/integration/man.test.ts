@@ -13,7 +13,10 @@ let out: string;
 const page = (name: string) => readFileSync(join(out, name), 'utf8');
 
 function help(cli: string, args: string[]): string {
-  const r = spawnSync(process.execPath, [join(DIST, `cli/${cli}.js`), ...args], { encoding: 'utf8' });
+  // tapd-bridge-helper is the C program native/build.sh makes; the others are Node programs.
+  const r = cli === 'tapd-bridge-helper'
+    ? spawnSync(join(DIST, '../native/build/tapd-bridge-helper'), args, { encoding: 'utf8' })
+    : spawnSync(process.execPath, [join(DIST, `cli/${cli}.js`), ...args], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
   return r.stdout;
 }
@@ -77,7 +80,7 @@ describe('man pages', () => {
     expect(pageOptions(text, /^\.SH OPTIONS$/m)).toEqual(helpOptions(help('tapctl', ['--help'])));
     const list = /\nCommands:\n([\s\S]*?)\n\n/.exec(help('tapctl', ['--help']))![1]!;
     const commands = [...list.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
-    expect(commands).toEqual(['qemu', 'run', 'list', 'status', 'check', 'reload']);
+    expect(commands).toEqual(['qemu', 'run', 'list', 'networks', 'status', 'check', 'revoke', 'reload', 'attach', 'detach']);
     for (const cmd of commands) {
       const want = helpOptions(help('tapctl', ['help', cmd])).filter((o) => o !== '-h' && o !== '--help');
       expect(pageOptions(text, new RegExp(`^\\.SS "${cmd}\\b`, 'm')), cmd).toEqual(want);
@@ -89,7 +92,7 @@ describe('man pages', () => {
     const opts = [...text.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]!);
     expect(opts).toEqual(['--use-vnet', '--fd', '--br', '--socket']);
     expect(pageOptions(page('tapd-bridge-helper.8'), /^\.SH OPTIONS$/m)).toEqual([...opts, '-h', '--help'].sort());
-    // The argv QEMU builds, as src/cli/bridge-helper-args.ts parses it.
+    // The argv QEMU builds, as native/tapd-bridge-helper.c parses it.
     expect(page('tapd-bridge-helper.8')).toContain('.B HELPER \\-\\-use\\-vnet \\-\\-fd=N \\-\\-br=BR');
   });
 

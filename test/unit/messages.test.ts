@@ -86,7 +86,7 @@ describe('op', () => {
 
 describe('open and check', () => {
   it('defaults: one queue, no vnet_hdr, no vhost; optional fields stay unset', () => {
-    expect(decodeRequest(open())).toEqual({ op: 'open', network: 'lan', queues: 1, vnetHdr: false, vhost: false, progress: false });
+    expect(decodeRequest(open())).toEqual({ op: 'open', network: 'lan', queues: 1, vnetHdr: false, vhost: false, progress: false, bridgeHelper: false });
     const r = decodeRequest(open()) as Record<string, unknown>;
     for (const k of ['mac', 'mtu', 'asUid']) expect(r[k], k).toBeUndefined();
   });
@@ -94,7 +94,7 @@ describe('open and check', () => {
   it('every field, mapped to its name in the request', () => {
     const msg = open({ op: 'check', mac: '52:54:00:12:34:56', mtu: 9000, queues: 16, vnet_hdr: true, vhost: true, as_uid: 1000 });
     expect(decodeRequest(msg)).toStrictEqual({
-      op: 'check', network: 'lan', mac: '52:54:00:12:34:56', mtu: 9000, queues: 16, vnetHdr: true, vhost: true, asUid: 1000, progress: false,
+      op: 'check', network: 'lan', mac: '52:54:00:12:34:56', mtu: 9000, queues: 16, vnetHdr: true, vhost: true, asUid: 1000, progress: false, bridgeHelper: false,
     });
   });
 

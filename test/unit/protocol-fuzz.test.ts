@@ -17,7 +17,7 @@ const CAP = MAX_REQUEST_BYTES;
 const READER_CODES = new Set(['bad_frame', 'frame_too_large']);
 const PARSE_CODES = new Set(['bad_request']);
 const DECODE_CODES = new Set(['bad_request', 'bad_version']);
-const OPEN_KEYS = ['network', 'mac', 'mtu', 'queues', 'vnet_hdr', 'vhost', 'as_uid', 'progress'];
+const OPEN_KEYS = ['network', 'mac', 'mtu', 'queues', 'vnet_hdr', 'vhost', 'as_uid', 'progress', 'bridge_helper'];
 const PROTO_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf'];
 
 function header(length: number): Buffer {
@@ -142,7 +142,7 @@ function checkSound(r: Request, msg: Record<string, unknown>): void {
   check(msg.v === 1 && msg.op === r.op, `decoded ${r.op} from ${JSON.stringify(msg)}`);
   if (r.op === 'open' || r.op === 'check') {
     check(Object.keys(msg).every((k) => k === 'v' || k === 'op' || OPEN_KEYS.includes(k)), `unknown key accepted in ${JSON.stringify(msg)}`);
-    check(Object.keys(r).sort().join() === 'asUid,mac,mtu,network,op,progress,queues,vhost,vnetHdr', `request keys ${Object.keys(r).join()}`);
+    check(Object.keys(r).sort().join() === 'asUid,bridgeHelper,mac,mtu,network,op,progress,queues,vhost,vnetHdr', `request keys ${Object.keys(r).join()}`);
     check(typeof r.network === 'string' && r.network.length <= 64 && r.network === msg.network, 'network');
     check(r.mac === msg.mac && (r.mac === undefined || (typeof r.mac === 'string' && r.mac.length <= 17)), 'mac');
     check(r.mtu === msg.mtu && (r.mtu === undefined || (Number.isInteger(r.mtu) && r.mtu >= MIN_MTU && r.mtu <= MAX_MTU)), 'mtu');

@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
-import { parseGroup, parsePasswd } from '../../common/accounts.js';
+import { getgrnam, getpwnam, parseGroup, parsePasswd } from '../../common/accounts.js';
 
 /**
- * User and group names, read from the passwd and group files (never through a shell or NSS
- * helper). Users that exist only in LDAP/SSSD are not found here: name them by number.
+ * Where user and group names in the config are looked up: through NSS (libc's getpwnam and
+ * getgrnam: /etc/passwd, LDAP, SSSD, whatever nsswitch.conf says), or, when files are given
+ * (tests), in those files only. Never through a shell or helper.
  */
 export interface AccountFiles {
-  passwdFile: string;
-  groupFile: string;
+  passwdFile?: string;
+  groupFile?: string;
 }
 
 export type Lookup = { id: number } | { id?: undefined; error: string };
@@ -19,14 +20,22 @@ export class Accounts {
   constructor(private readonly files: AccountFiles) {}
 
   user(name: string): Lookup {
-    this.users ??= load(this.files.passwdFile, (t) => parsePasswd(t).map((u) => ({ name: u.name, id: u.uid })));
-    return lookup(this.users, name, 'user', this.files.passwdFile);
+    const file = this.files.passwdFile;
+    if (file === undefined) return nss(getpwnam(name)?.uid, name, 'user');
+    this.users ??= load(file, (t) => parsePasswd(t).map((u) => ({ name: u.name, id: u.uid })));
+    return lookup(this.users, name, 'user', file);
   }
 
   group(name: string): Lookup {
-    this.groups ??= load(this.files.groupFile, (t) => parseGroup(t).map((g) => ({ name: g.name, id: g.gid })));
-    return lookup(this.groups, name, 'group', this.files.groupFile);
+    const file = this.files.groupFile;
+    if (file === undefined) return nss(getgrnam(name), name, 'group');
+    this.groups ??= load(file, (t) => parseGroup(t).map((g) => ({ name: g.name, id: g.gid })));
+    return lookup(this.groups, name, 'group', file);
   }
+}
+
+function nss(id: number | undefined, name: string, what: string): Lookup {
+  return id === undefined ? { error: `unknown ${what} "${name}" (not known to the system's accounts, NSS; names are matched exactly)` } : { id };
 }
 
 /** name -> id; the first entry of a name wins, as getpwnam(3) and getgrnam(3). */

@@ -16,9 +16,9 @@ export interface LoadOptions {
   checkOwnership?: boolean;
   /** Also refuse hooks that are missing or untrusted themselves (tapd --check-config); load checks the path to them. */
   strictHooks?: boolean;
-  /** Where user names are looked up (default /etc/passwd). For tests. */
+  /** Where user names are looked up (default: NSS). For tests. */
   passwdFile?: string;
-  /** Where group names are looked up (default /etc/group). For tests. */
+  /** Where group names are looked up (default: NSS). For tests. */
   groupFile?: string;
 }
 
@@ -26,8 +26,9 @@ function parse(path: string, opts: LoadOptions = {}): { policy: Policy; problems
   const o: ParseOptions = {
     checkOwnership: opts.checkOwnership ?? true,
     strictHooks: opts.strictHooks ?? false,
-    passwdFile: opts.passwdFile ?? '/etc/passwd',
-    groupFile: opts.groupFile ?? '/etc/group',
+    // Without files: NSS (libc), as every other program on the host sees its users.
+    ...(opts.passwdFile === undefined ? {} : { passwdFile: opts.passwdFile }),
+    ...(opts.groupFile === undefined ? {} : { groupFile: opts.groupFile }),
   };
   const { config, problems } = parseConfig(path, o);
   const policy = compile(config, problems);

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, NOBODY, Netns, ROOT, asUser, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
+import { DIST, NOBODY, Netns, ROOT, asUser, client, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
 
 // The built binary (npm run build: native/build.sh), exactly what install.sh puts in /usr/bin.
 const HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
@@ -133,6 +133,12 @@ describe('qemu-system-x86_64 -netdev bridge,helper=tapd-bridge-helper', () => {
       expect(tap, q.output()).toMatchObject({ master: 'br0', vnetHdr: true });
       await new Promise((r) => setTimeout(r, 200));
       expect(q.proc.exitCode, q.output()).toBeNull();
+      // The lease's guest MAC is QEMU's, unknown to tapd; its process is the helper's parent:
+      // QEMU when QEMU execs the helper (through sh -c, the shell in between).
+      const [list] = client(ns, daemon.socket, [{ op: 'list' }], { uid: 0 });
+      const leases = (list!.body as { leases: Array<{ pid: number; mac: string | null; ifname: string }> }).leases;
+      expect(leases).toEqual([expect.objectContaining({ mac: null, ifname: tap!.ifname })]);
+      if (netdev !== 'SOCKET') expect(leases[0]!.pid).toBe(q.proc.pid);
     } finally {
       // `ip netns exec` and setpriv exec, so this pid is QEMU.
       q.proc.kill('SIGTERM');

@@ -1,10 +1,11 @@
 // A local attacker against the daemon: each test plays one attack class of SECURITY.md for real
 // (unprivileged uids, real TAPs and bridges, inside namespaces) and checks that it fails.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { client, NOBODY, Netns, ROOT, startTapd, until, type DaemonHandle } from '../helpers/netns.js';
+import { endHolders, Holder } from '../helpers/holder.js';
 import { raw, req } from '../helpers/raw.js';
 
 const NOGROUP = 65534;
@@ -30,37 +31,7 @@ echo "$TAPD_EVENT $1 $TAPD_IFINDEX $TAPD_LEASE_ID" >> ${dir}/hooks.log
 exit 0
 `;
 
-const live = new Set<ChildProcess>();
 
-/** A client (uid 65534) that opens, then runs `after` steps, then holds its fds until told. */
-class Holder {
-  readonly proc: ChildProcess;
-  private out = '';
-
-  constructor(ns: Netns, socket: string, request: Record<string, unknown>, after: unknown[] = []) {
-    this.proc = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOGROUP), '--clear-groups', '--',
-      'node', path.join(ROOT, 'test/fixtures/client.mjs'), socket, JSON.stringify([{ op: 'open', ...request }, ...after, { wait: true }])], { stdio: ['pipe', 'pipe', 'inherit'] });
-    live.add(this.proc);
-    this.proc.once('exit', () => live.delete(this.proc));
-    this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
-  }
-
-  lines(): Array<Record<string, unknown>> {
-    return this.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
-  /** The open's reply, once every `after` step has answered too. */
-  async opened(steps = 0): Promise<{ ok: boolean; body: { lease: { ifname: string; id: string; ifindex: number; mac: string } } }> {
-    await until(() => this.lines().some((l) => l.ready), 15_000);
-    expect(this.lines().length).toBe(steps + 2);
-    return this.lines()[0] as never;
-  }
-
-  async exit(): Promise<void> {
-    this.proc.stdin!.end('\n');
-    if (this.proc.exitCode === null) await new Promise((r) => this.proc.once('exit', r));
-  }
-}
 
 describe('attacks on the privileged path', () => {
   let host: Netns;
@@ -91,10 +62,7 @@ describe('attacks on the privileged path', () => {
   });
 
   afterEach(async () => {
-    for (const p of live) {
-      p.kill('SIGKILL');
-      await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)));
-    }
+    await endHolders();
     await until(() => taps().length === 0, 5000);
   });
 
@@ -208,8 +176,10 @@ describe('attacks on the privileged path', () => {
         };
         for (let i = 0; i < 400; i++) one();
         setTimeout(() => process.exit(0), 6500);`, d.socket], { stdio: 'ignore' });
-    live.add(flood);
-    flood.once('exit', () => live.delete(flood));
+    // Ended by pid whatever happens: it exits on its own after 6.5 s, or here.
+    onTestFinished(() => {
+      flood.kill('SIGKILL');
+    });
     // Until the flood holds its whole share of connections.
     const connections = async () => ((await raw(d.socket, [req({ op: 'status' })], { replies: 1 })).replies[0]?.status as { connections: number } | undefined)?.connections ?? 0;
     for (const end = Date.now() + 10_000; Date.now() < end && (await connections()) < 8;);

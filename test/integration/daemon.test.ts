@@ -1,9 +1,9 @@
 // tapd for real: a daemon in a namespace, unprivileged clients, hooks, lifecycle, hostile input.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
+import { endHolders, Holder } from '../helpers/holder.js';
 import { frame, raw, req } from '../helpers/raw.js';
 
 const NOGROUP = 65534;
@@ -47,36 +47,7 @@ function hookFiles(dir: string): Record<string, [string, number]> {
   };
 }
 
-const holders = new Set<ChildProcess>();
 
-/** A client process that opens and then holds its TAP until told to exit (or killed). */
-class Holder {
-  readonly proc: ChildProcess;
-  private out = '';
-
-  constructor(ns: Netns, socket: string, request: Record<string, unknown>) {
-    this.proc = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOGROUP), '--clear-groups', '--',
-      'node', path.join(ROOT, 'test/fixtures/client.mjs'), socket, JSON.stringify([{ op: 'open', ...request }, { wait: true }])], { stdio: ['pipe', 'pipe', 'inherit'] });
-    holders.add(this.proc);
-    this.proc.once('exit', () => holders.delete(this.proc));
-    this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
-  }
-
-  async opened(): Promise<{ ok: boolean; body: { lease: { ifname: string; id: string; ifindex: number; mac: string } }; code?: string }> {
-    await until(() => this.out.includes('\n'), 15_000);
-    return JSON.parse(this.out.split('\n')[0]!);
-  }
-
-  async exit(): Promise<void> {
-    this.proc.stdin!.end('\n');
-    if (this.proc.exitCode === null) await new Promise((r) => this.proc.once('exit', r));
-  }
-
-  async kill9(): Promise<void> {
-    this.proc.kill('SIGKILL');
-    if (this.proc.exitCode === null && this.proc.signalCode === null) await new Promise((r) => this.proc.once('exit', r));
-  }
-}
 
 describe('tapd daemon', () => {
   let host: Netns;
@@ -104,10 +75,7 @@ describe('tapd daemon', () => {
 
   // A failed test can leave its holder waiting: end it here.
   afterEach(async () => {
-    for (const p of holders) {
-      p.kill('SIGKILL');
-      await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)));
-    }
+    await endHolders();
   });
 
   afterAll(async () => {

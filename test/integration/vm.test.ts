@@ -1,10 +1,11 @@
 // Issue 14, daemon level: macvtap leases on a NIC (a veth standing in for it) and VLAN networks
 // on a VLAN-filtering bridge, with real devices, real fds and unprivileged clients.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { captureOne, client, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
+import { captureOne, client, NOBODY, Netns, startTapd, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
+import { endHolders, Holder, type Opened } from '../helpers/holder.js';
 
 const NOGROUP = 65534;
 const me = { uid: NOBODY, gid: NOGROUP };
@@ -29,59 +30,10 @@ const RECORDING_HOOK = (dir: string) => `#!/bin/sh
 echo "$TAPD_EVENT $1 $TAPD_LEASE_ID $TAPD_MAC" >> ${dir}/hooks.log
 `;
 
-const holders = new Set<ChildProcess>();
 
-interface Opened {
-  ok: boolean;
-  code?: string;
-  message?: string;
-  fds?: number;
-  body: { lease: { ifname: string; id: string; ifindex: number; mac: string; kind?: string; vlan?: number; bridge: string | null } };
-}
-
-/** A client (uid 65534) that opens, then runs `after` steps once told to, then holds until stdin closes. */
-class Holder {
-  readonly proc: ChildProcess;
-  private out = '';
-
-  constructor(ns: Netns, socket: string, request: Record<string, unknown>, then: unknown[] = []) {
-    this.proc = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOGROUP), '--clear-groups', '--',
-      'node', path.join(ROOT, 'test/fixtures/client.mjs'), socket, JSON.stringify([{ op: 'open', ...request }, ...then, { wait: true }])], { stdio: ['pipe', 'pipe', 'inherit'] });
-    holders.add(this.proc);
-    this.proc.once('exit', () => holders.delete(this.proc));
-    this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
-  }
-
-  lines(): Array<Record<string, unknown>> {
-    return this.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
-  async ready(): Promise<Array<Record<string, unknown>>> {
-    await until(() => this.out.includes('"ready":true') || this.proc.exitCode !== null, 15_000);
-    return this.lines();
-  }
-
-  async opened(): Promise<Opened> {
-    await until(() => this.out.includes('\n'), 15_000);
-    return JSON.parse(this.out.split('\n')[0]!) as Opened;
-  }
-
-  async exit(): Promise<void> {
-    this.proc.stdin!.end('\n');
-    if (this.proc.exitCode === null) await new Promise((r) => this.proc.once('exit', r));
-  }
-
-  async kill9(): Promise<void> {
-    this.proc.kill('SIGKILL');
-    if (this.proc.exitCode === null && this.proc.signalCode === null) await new Promise((r) => this.proc.once('exit', r));
-  }
-}
 
 afterEach(async () => {
-  for (const p of holders) {
-    p.kill('SIGKILL');
-    await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)));
-  }
+  await endHolders();
 });
 
 /** An 802.1Q-tagged test frame: what a guest could write to try to reach another VLAN. */

@@ -1,34 +1,16 @@
 // The ovs network kind and the `ports` rule option in tapd.conf, and the `port` request field:
 // parsed strictly, decided after the caller may use the network (no existence oracle), default deny.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkConfig, DEFAULT_DENY_REASON, loadPolicy, type LoadOptions, type OpenIntent, type Policy, type Subject } from '../../src/daemon/policy/index.js';
+import { describe, expect, it } from 'vitest';
+import { checkConfig, DEFAULT_DENY_REASON, loadPolicy, type OpenIntent, type Policy, type Subject } from '../../src/daemon/policy/index.js';
 import { portMatches } from '../../src/daemon/policy/policy.js';
 import { decodeRequest } from '../../src/protocol/messages.js';
 import { TapdError } from '../../src/errors/tapd-error.js';
-
-const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../fixtures/policy');
-const OPTS: LoadOptions = { passwdFile: join(FIXTURES, 'passwd'), groupFile: join(FIXTURES, 'group'), checkOwnership: false };
+import { POLICY_OPTS as OPTS, policyFiles } from '../helpers/policy-files.js';
 const ALICE: Subject = { uid: 1001, gid: 1001, groups: [100], pid: 1 }; // in kvm
 const BOB: Subject = { uid: 1002, gid: 1002, groups: [100], pid: 1 }; // in kvm
 const NOBODY: Subject = { uid: 65534, gid: 65534, groups: [], pid: 1 };
 
-let dir: string;
-let seq = 0;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'tapd-ovspolicy-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function write(content: string): string {
-  const p = join(dir, `t${++seq}.conf`);
-  writeFileSync(p, content);
-  chmodSync(p, 0o644);
-  return p;
-}
+const write = policyFiles('ovspolicy');
 const load = (content: string): Policy => loadPolicy(write(content), OPTS);
 function problems(content: string): string[] {
   const p = write(content);

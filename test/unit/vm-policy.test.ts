@@ -1,27 +1,9 @@
 // Issue 14 in tapd.conf: `macvtap NIC [mode M]` networks and `vlan N` on bridged/uplink networks.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { checkConfig, loadPolicy, type LoadOptions } from '../../src/daemon/policy/index.js';
+import { expect, it } from 'vitest';
+import { checkConfig, loadPolicy } from '../../src/daemon/policy/index.js';
+import { POLICY_OPTS as OPTS, policyFiles } from '../helpers/policy-files.js';
 
-const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../fixtures/policy');
-const OPTS: LoadOptions = { passwdFile: join(FIXTURES, 'passwd'), groupFile: join(FIXTURES, 'group'), checkOwnership: false };
-
-let dir: string;
-let seq = 0;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'tapd-vmpolicy-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function write(content: string): string {
-  const p = join(dir, `t${++seq}.conf`);
-  writeFileSync(p, content);
-  chmodSync(p, 0o644);
-  return p;
-}
+const write = policyFiles('vmpolicy');
 
 function problems(content: string): string[] {
   const p = write(content);

@@ -28,6 +28,7 @@ const program = new Command('tapd')
   .option('--socket <path>', 'Unix socket to bind (ignored under systemd socket activation)', '/run/tapd/tapd.sock')
   .option('--state-dir <dir>', 'where leases are recorded across restarts', '/run/tapd')
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug', 'info')
+  .addOption(new Option('--log-format <format>', 'json (journald, programs), text (people), or auto: text on a terminal').choices(['auto', 'json', 'text']).default('auto'))
   .addOption(new Option('--socket-mode <mode>', 'mode of a socket tapd binds itself (access is decided by the policy)').argParser(octalMode).default(0o666, '0666'))
   .option('--socket-group <group>', 'group of a socket tapd binds itself')
   .option('--check-config', 'check the configuration and the hooks it names, print every problem as file:line:column, exit 0 or 1')
@@ -46,7 +47,7 @@ Exit codes: 0 ok, 1 configuration or start-up error.`);
 
 program.parse();
 const opts = program.opts<{
-  config: string; socket: string; stateDir: string; logLevel: string; socketMode: number;
+  config: string; socket: string; stateDir: string; logLevel: string; logFormat: 'auto' | 'json' | 'text'; socketMode: number;
   socketGroup?: string; checkConfig?: boolean;
 }>();
 
@@ -63,6 +64,7 @@ try {
     socketPath: opts.socket,
     stateDir: opts.stateDir,
     logLevel: opts.logLevel,
+    logFormat: opts.logFormat,
     socketMode: opts.socketMode,
     socketGid: opts.socketGroup === undefined ? undefined : socketGid(opts.socketGroup),
   });

@@ -108,7 +108,7 @@ async function handleRevoke(ctx: DaemonContext, peer: Peer, req: RevokeRequest):
     && (req.user === undefined || l.ownerUid === req.user) && (req.network === undefined || l.network === req.network));
   if (hit.length === 0) throw new TapdError('not_found', 'no lease matches; see tapctl list');
   for (const lease of hit) {
-    ctx.log.info({ event: 'lease_revoked', lease: lease.id, uid: lease.ownerUid, by_uid: peer.uid, peer_pid: peer.pid, ifname: lease.ifname }, 'lease revoked');
+    ctx.log.info({ event: 'lease_revoked', lease: lease.id, uid: lease.ownerUid, peer_uid: peer.uid, peer_pid: peer.pid, ifname: lease.ifname }, 'lease revoked');
     await endLease(ctx, lease, `revoked by uid ${peer.uid}`, { deleteDevice: true });
   }
   return ok({ revoked: hit.map(leaseInfo) });

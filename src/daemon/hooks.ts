@@ -94,15 +94,15 @@ export async function runHook(run: HookRun, log: Logger): Promise<void> {
   clearTimeout(timer);
   const fields = { event: 'hook', script: run.script, args: run.args, exit: result.code, signal: result.signal, output };
   if (result.spawnError) {
-    log.warn({ ...fields, reason: result.spawnError.message }, 'hook could not start');
+    log.error({ ...fields, reason: result.spawnError.message }, 'hook could not start');
     throw new TapdError('hook_failed', `hook ${run.script} could not start`);
   }
   if (timedOut) {
-    log.warn(fields, 'hook timed out');
+    log.error(fields, 'hook timed out');
     throw new TapdError('hook_failed', `hook ${run.script} did not finish within ${run.timeoutMs} ms`);
   }
   if (result.code !== 0) {
-    log.warn(fields, 'hook failed');
+    log.error(fields, 'hook failed');
     throw new TapdError('hook_failed', `hook ${run.script} exited with ${result.code ?? result.signal}`);
   }
   log.info(fields, 'hook ran');

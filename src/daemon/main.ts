@@ -12,7 +12,7 @@ import type { DaemonContext } from './context.js';
 import { LeaseTable } from './leases.js';
 import { watchLeases } from './reaper.js';
 import { reconcileOvsPorts } from './ovs.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type LogFormat, type Logger } from './log.js';
 import { polkitAllows } from './polkit.js';
 import { loadPolicy, PolicyError } from './policy/index.js';
 import { formatProblem } from './policy/problem.js';
@@ -24,6 +24,8 @@ export interface DaemonOptions {
   socketPath: string;
   stateDir: string;
   logLevel: string;
+  /** json, text, or auto (text on a terminal). */
+  logFormat?: LogFormat;
   /** Mode of a socket we bind ourselves (systemd's socket unit sets its own). */
   socketMode: number;
   /** Group of a socket we bind ourselves, if any. */
@@ -112,7 +114,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Before reading any state: the state dir must be ours alone (src/common/trust.ts), or we stop
   // here and say why; a directory someone else made first could feed us leases and links.
   const stateDir = ensureOwnDirectory(opts.stateDir);
-  const log = createLogger(opts.logLevel);
+  const log = createLogger(opts.logLevel, { format: opts.logFormat });
   const load = (): Policy => loadPolicy(opts.configPath, { checkOwnership: opts.checkOwnership ?? true });
   const leases = new LeaseTable(stateDir);
   let policy: Policy;
@@ -147,7 +149,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Before the first open can start: lease ports on Open vSwitch whose lease is not live.
   await reconcileOvsPorts(ctx);
   const how = await listenOn(server, opts, fd);
-  log.info({ event: 'started', version: VERSION, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
+  log.info({ event: 'started', version: VERSION, daemon_pid: process.pid, socket: how === 'activated' ? 'systemd' : opts.socketPath, leases: leases.all().length }, 'tapd ready');
 
   const onHup = () => {
     try {

@@ -192,7 +192,7 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       delivered: (ok) => {
         // The emulator holds the fds now, or nobody does and the device goes with ours.
         for (const fd of fds) closeAsync(fd, () => {});
-        ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_pid: peer.pid,
+        ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_uid: peer.uid, peer_pid: peer.pid,
           network: net.name, ifname: active.ifname, ifindex, mac: active.mac, result: ok ? 'granted' : 'undelivered', reason: p.permit.reason }, ok ? 'lease started' : 'reply not delivered; lease ends');
       },
     };

@@ -94,7 +94,7 @@ export async function reconcileOvsPorts(ctx: DaemonContext): Promise<void> {
       });
       if (removed.length) ctx.log.info({ event: 'ovs_ports_reconciled', ovsdb: socketPath, removed }, 'stale lease ports removed from Open vSwitch');
     } catch (err) {
-      ctx.log.warn({ event: 'ovs_reconcile_failed', ovsdb: socketPath, reason: (err as Error).message }, 'could not check Open vSwitch for stale lease ports');
+      ctx.log.error({ event: 'ovs_reconcile_failed', ovsdb: socketPath, reason: (err as Error).message }, 'could not check Open vSwitch for stale lease ports');
     }
   }
 }

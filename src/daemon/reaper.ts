@@ -48,7 +48,7 @@ export function watchLeases(ctx: DaemonContext): sys.LinkWatch {
   });
   watch.on('overflow', () => sweep(ctx, 'link events lost'));
   startMacvtapWatch((lease, why) => void endLease(ctx, lease, why, { deleteDevice: true }), () => {
-    ctx.log.warn({ event: 'macvtap_events_lost' }, 'macvtap open/close events lost; leases of macvtap devices may outlive their VMs until revoked');
+    ctx.log.error({ event: 'macvtap_events_lost' }, 'macvtap open/close events lost; leases of macvtap devices may outlive their VMs until revoked');
   });
   watch.on('error', (err) => {
     ctx.log.error({ event: 'link_watch_failed', reason: err.message }, 'link watch failed; sweeping every second');
@@ -124,7 +124,7 @@ export async function endLease(ctx: DaemonContext, lease: Lease, why: string, op
       await runHook({ script: net.down, args: [lease.ifname], env: hookEnv(lease, 'down'), timeoutMs: ctx.policy.limits.hookTimeoutMs }, ctx.log);
     }
   } catch (err) {
-    ctx.log.warn({ ...audit, event: 'down_hook_failed', reason: (err as Error).message }, 'down hook failed');
+    ctx.log.error({ ...audit, event: 'down_hook_failed', reason: (err as Error).message }, 'down hook failed');
   } finally {
     ctx.leases.retired(lease.id);
   }

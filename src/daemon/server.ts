@@ -3,7 +3,7 @@
 // write the reply within the deadline, close. A bad or slow peer loses its own connection, and
 // a uid over its connection share is refused at once, so nobody can starve the others.
 import net from 'node:net';
-import { isPeerErrorCode } from '../errors/codes.js';
+import { isPeerErrorCode, type PeerErrorCode } from '../errors/codes.js';
 import { TapdError } from '../errors/tapd-error.js';
 import { FrameReader, MAX_REQUEST_BYTES, encodeFrame, parseJsonObject } from '../protocol/frame.js';
 import { decodeRequest, errorReply, type Request } from '../protocol/messages.js';
@@ -61,7 +61,7 @@ function refuse(socket: net.Socket, ctx: DaemonContext, uid: number, why: string
   } catch {
     // The peer's buffer is full or it is gone: it gets the close.
   }
-  ctx.log.debug({ event: 'connection_refused', uid, reason: why }, 'connection refused');
+  ctx.log.debug({ event: 'connection_refused', peer_uid: uid, reason: why }, 'connection refused');
   socket.destroy();
 }
 
@@ -92,6 +92,16 @@ function readRequest(socket: net.Socket, timeoutMs: number): Promise<Buffer> {
   });
 }
 
+/**
+ * The level of a refused request. Failures on our side (a hook, a network the host lacks, a
+ * config that does not load) are the admin's to fix: error. The daemon's own cap: warn. What
+ * the peer asked for wrongly or may not have: info.
+ */
+export function refusalLevel(code: PeerErrorCode): 'error' | 'warn' | 'info' {
+  if (code === 'hook_failed' || code === 'network_unavailable' || code === 'config_invalid') return 'error';
+  return code === 'limit' ? 'warn' : 'info';
+}
+
 async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Promise<void> {
   const { requestTimeoutMs } = ctx.policy.limits;
   const progress = (body: object) => {
@@ -109,11 +119,13 @@ async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Pro
     if (socket.destroyed) return;
     if (err instanceof TapdError && isPeerErrorCode(err.code) && err.code !== 'internal') {
       const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
-      ctx.log.info({ event: 'request_refused', op, uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
+      // By trust, as dhcpleased does: what the peer did wrong or may not do is no admin's error;
+      // a failing hook, a missing bridge or a broken config are.
+      ctx.log[refusalLevel(err.code)]({ event: 'request_refused', op, peer_uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
       reply = { body: errorReply(err.code, err.message) };
     } else {
       // Kernel failures and bugs stay in our log; the peer learns only that it was on our side.
-      ctx.log.error({ event: 'internal_error', op, uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
+      ctx.log.error({ event: 'internal_error', op, peer_uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
       reply = { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') };
     }
   }

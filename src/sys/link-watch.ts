@@ -77,7 +77,12 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
   async close(): Promise<void> {
     Atomics.store(new Int32Array(this.stop), 0, 1);
     const worker = this.worker;
-    if (worker) await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    if (worker) {
+      // Unref'd, the worker alone would let Node end the process before its 'exit' event, and
+      // with it whatever the caller meant to do after close() (tapd's last record).
+      worker.ref();
+      await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    }
     if (this.fd >= 0) sysClose(this.fd);
     this.fd = -1;
   }

@@ -4,6 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chownSync,
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { duplicateKeys } from './json-keys.js';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 export const DIST = path.join(ROOT, 'dist');
@@ -149,7 +150,12 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
       return proc;
     },
     log: () => out,
-    events: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    // Every record read is also checked for a key twice (journald and jq would show both).
+    events: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => {
+      const dups = duplicateKeys(l);
+      if (dups.length) throw new Error(`tapd wrote a record with ${dups.join(', ')} twice: ${l}`);
+      return JSON.parse(l) as Record<string, unknown>;
+    }),
     async stop() {
       // `ip netns exec` execs node, so this pid is the daemon itself.
       proc.kill('SIGTERM');

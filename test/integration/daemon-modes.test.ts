@@ -263,6 +263,18 @@ describe('controls', () => {
     }
   });
 
+  it.each(['SIGTERM', 'SIGINT'] as const)('writes "tapd stopped" as its last record after %s', async (signal) => {
+    d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n');
+    const proc = d.proc;
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    proc.kill(signal);
+    expect(await exited).toBe(0);
+    const lines = d.log().trim().split('\n');
+    expect(JSON.parse(lines.at(-2)!)).toMatchObject({ event: 'signal', signal });
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ event: 'stopped', msg: 'tapd stopped', level: 'info', priority: 6, svc: 'tapd' });
+    expect(d.events().every((e) => !('pid' in e))).toBe(true); // the daemon's pid is journald's _PID
+  });
+
   it('binds its own socket with the configured mode from the start (umask before bind)', async () => {
     d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n', {}, { extraArgs: ['--socket-mode', '0660'] });
     expect(statSync(d.socket).mode & 0o777).toBe(0o660);
@@ -317,6 +329,7 @@ describe('controls', () => {
       expect(await a.exited).toBe(0);
       expect(Date.now() - started).toBeGreaterThan(2500);
       expect(a.out()).toContain('"event":"idle_exit"');
+      expect(JSON.parse(a.out().trim().split('\n').at(-1)!)).toMatchObject({ event: 'stopped', level: 'info', priority: 6 });
     } finally {
       await a.stop();
     }

@@ -171,7 +171,7 @@ describe('daemon promises', () => {
       expect(taps()).not.toContain(lease.ifname);
       const end = await d.waitFor('lease_end', { lease: lease.id });
       expect(end.reason).toBe('revoked by uid 4343');
-      await d.waitFor('lease_revoked', { lease: lease.id, by_uid: 4343 });
+      await d.waitFor('lease_revoked', { lease: lease.id, peer_uid: 4343 });
       await until(() => hookLog().includes(`down ${lease.ifname} ${lease.id}`), 5000);
       expect(hookLog().split('\n').filter((l) => l === `down ${lease.ifname} ${lease.id}`)).toHaveLength(1);
     } finally {

@@ -59,6 +59,7 @@ export function formatText(rec: Record<string, unknown>): string {
 
 interface Sink {
   write(s: string): unknown;
+  flushSync?(): void;
 }
 
 /**
@@ -74,28 +75,38 @@ function destination(format: 'json' | 'text', journal: boolean, out: Sink): Dest
       const text = format === 'text' ? formatText(JSON.parse(line) as Record<string, unknown>) : line;
       out.write(journal ? `<${priorityOf(stream.lastLevel)}>${text}` : text);
     },
+    // Waits for the reader: only used before exit, when the last records matter more than time.
+    flush(cb: (err?: Error) => void) {
+      try {
+        out.flushSync?.();
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
   };
   return stream;
 }
 
 export interface LogOptions {
   format?: LogFormat;
-  /** Where records go (tests); by default fd 1, written synchronously. */
+  /** Where records go (tests); by default fd 1. */
   out?: Sink;
   /** Whether `out` is the journal; by default, whether fd 1 is (JOURNAL_STREAM). */
   journal?: boolean;
 }
 
 /**
- * Records on stdout, written synchronously: the last record before exit ("tapd stopped") is not
- * left in a buffer. `auto` is text on a terminal and JSON otherwise (journald, pipes, files).
+ * Records on stdout. Written asynchronously: a journald or pipe reader that falls behind must not
+ * stop the daemon (a synchronous write blocks on a full pipe); `flushLog` before a clean exit, and
+ * pino's own exit handler, write out what is buffered, so the last record is not lost. `auto` is text on a terminal and JSON otherwise (journald, pipes, files).
  * Fields are our own keys; a peer's are named peer_* (peer_uid, peer_pid), the lease owner's
  * `uid`. A peer's raw message is never logged.
  */
 export function createLogger(level: string, opts: LogOptions = {}): Logger {
   const journal = opts.journal ?? isJournalStream(1);
   const format = opts.format === undefined || opts.format === 'auto' ? (isatty(1) && !journal ? 'text' : 'json') : opts.format;
-  const out = opts.out ?? pino.destination({ dest: 1, sync: true });
+  const out = opts.out ?? pino.destination({ dest: 1, sync: false, minLength: 0 });
   return pino({
     level,
     base: { svc: 'tapd' }, // journald records the daemon's pid itself (_PID)
@@ -110,4 +121,9 @@ export function createLogger(level: string, opts: LogOptions = {}): Logger {
       },
     },
   }, destination(format, journal, out));
+}
+
+/** Resolves once every record so far is written (before process.exit, which would drop the rest). */
+export function flushLog(log: Logger): Promise<void> {
+  return new Promise((resolve) => log.flush(() => resolve()));
 }

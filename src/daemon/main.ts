@@ -12,7 +12,7 @@ import type { DaemonContext } from './context.js';
 import { LeaseTable } from './leases.js';
 import { watchLeases } from './reaper.js';
 import { reconcileOvsPorts } from './ovs.js';
-import { createLogger, type LogFormat, type Logger } from './log.js';
+import { createLogger, flushLog, type LogFormat, type Logger } from './log.js';
 import { polkitAllows } from './polkit.js';
 import { loadPolicy, PolicyError } from './policy/index.js';
 import { formatProblem } from './policy/problem.js';
@@ -175,6 +175,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
     }
     log.info({ event: 'stopped' }, 'tapd stopped');
+    await flushLog(log);
   };
 
   // Idle exit (socket activation starts us again): no lease, no connection, for idleExitMs.

@@ -1,6 +1,6 @@
 // tapd's other modes and controls: uplink NICs, socket activation, limits, reload, sudo.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, mkdtempSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -273,6 +273,29 @@ describe('controls', () => {
     expect(JSON.parse(lines.at(-2)!)).toMatchObject({ event: 'signal', signal });
     expect(JSON.parse(lines.at(-1)!)).toMatchObject({ event: 'stopped', msg: 'tapd stopped', level: 'info', priority: 6, svc: 'tapd' });
     expect(d.events().every((e) => !('pid' in e))).toBe(true); // the daemon's pid is journald's _PID
+  });
+
+  it('prefixes each line with its journald priority when stdout is the stream JOURNAL_STREAM names', async () => {
+    const dir = tempDir('journal');
+    const conf = path.join(dir, 'tapd.conf');
+    writeFileSync(conf, 'network lan bridge br0\npermit root on any\n', { mode: 0o644 });
+    const outPath = path.join(dir, 'out');
+    const fd = openSync(outPath, 'w');
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      const proc = spawn('ip', ['netns', 'exec', ns.name, 'node', path.join(DIST, 'cli/tapd.js'), '--config', conf, '--socket', path.join(dir, 's.sock'),
+        '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', fd, 'pipe'], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
+      const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+      await until(() => readFileSync(outPath, 'utf8').includes('tapd ready') || proc.exitCode !== null, 15_000);
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      const lines = readFileSync(outPath, 'utf8').trim().split('\n');
+      expect(lines.map((l) => l.slice(0, 3))).toEqual(['<6>', '<6>', '<6>']); // started, signal, stopped
+      expect(lines.map((l) => (JSON.parse(l.slice(3)) as { event: string }).event)).toEqual(['started', 'signal', 'stopped']);
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('binds its own socket with the configured mode from the start (umask before bind)', async () => {

@@ -6,8 +6,10 @@ import { accessSync, constants as fsConstants, statSync, writeSync } from 'node:
 import path from 'node:path';
 import { constants } from 'node:os';
 import { SystemError } from '../errors/system-error.js';
-import * as sys from '../sys/index.js';
-import { LIBC_C, sysDup2, sysExecve, sysExit, sysResetSignalsForExec } from '../sys/libc.js';
+import { closeAll } from '../sys/fdpass.js';
+import { closeOnExecAll } from '../sys/fds.js';
+import { C } from '../sys/constants.js';
+import { LIBC_C, sysDup2, sysExecve, sysExit, sysFcntl as fcntl, sysResetSignalsForExec } from '../sys/libc.js';
 import { LaunchError } from './launch-error.js';
 import { FIRST_CHILD_FD } from './qemu-args.js';
 
@@ -29,7 +31,7 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
 /** File status flags of stdio as we got them: Node may set O_NONBLOCK on a pipe, the emulator must not inherit that. */
 const stdioFlags: (number | undefined)[] = [0, 1, 2].map((fd) => {
   try {
-    return sys.fcntl(fd, sys.C.F_GETFL, 0, { action: 'read stdio flags' });
+    return fcntl(fd, C.F_GETFL, 0, { action: 'read stdio flags' });
   } catch {
     return undefined;
   }
@@ -96,20 +98,20 @@ export function execEmulator(opts: LaunchOptions): never {
   const argv = [opts.file, ...opts.args];
   const ctx = { action: `start ${opts.file}` };
   // Inherited fds without close-on-exec (marked at start-up already; again in case we can still read /proc).
-  sys.closeOnExecAll();
+  closeOnExecAll();
   const n = opts.tapFds.length;
   // Out of the way first (above every target and every source), then onto 3, 4, ...: dup2 leaves
   // the new fd without FD_CLOEXEC, every other copy keeps it and goes at exec.
   const floor = Math.max(FIRST_CHILD_FD + n, ...opts.tapFds.map((fd) => fd + 1));
-  const high = opts.tapFds.map((fd) => sys.fcntl(fd, LIBC_C.F_DUPFD_CLOEXEC, floor, ctx));
-  sys.closeAll(opts.tapFds.splice(0));
+  const high = opts.tapFds.map((fd) => fcntl(fd, LIBC_C.F_DUPFD_CLOEXEC, floor, ctx));
+  closeAll(opts.tapFds.splice(0));
   high.forEach((fd, i) => sysDup2(fd, FIRST_CHILD_FD + i, ctx));
   // Node marks stdio close-on-exec and may make it non-blocking: the emulator gets it as we did.
   stdioFlags.forEach((flags, fd) => {
     if (flags === undefined) return;
     try {
-      sys.fcntl(fd, LIBC_C.F_SETFL, flags, ctx);
-      sys.fcntl(fd, sys.C.F_SETFD, 0, ctx);
+      fcntl(fd, LIBC_C.F_SETFL, flags, ctx);
+      fcntl(fd, C.F_SETFD, 0, ctx);
     } catch {
       // A closed stdio fd stays closed.
     }

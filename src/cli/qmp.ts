@@ -6,7 +6,9 @@ import type { Command } from 'commander';
 import { openTapSync } from '../client/client.js';
 import { TapdError } from '../errors/tapd-error.js';
 import type { LeaseInfo } from '../protocol/messages.js';
-import * as sys from '../sys/index.js';
+import { C } from '../sys/constants.js';
+import { closeAll, recvWithFds, sendWithFds, type Received } from '../sys/fdpass.js';
+import { closeFd, connectUnix } from '../sys/unix.js';
 import { EXIT } from './exit-codes.js';
 import { DEFAULT_MODEL, openRequest, parseId, parseMac, parseModel, parseQueues, resolveNic } from './qemu-args.js';
 
@@ -37,7 +39,7 @@ export class Qmp {
   static connect(path: string): Qmp {
     let fd: number;
     try {
-      fd = sys.connectUnix(path, QMP_TIMEOUT_MS);
+      fd = connectUnix(path, QMP_TIMEOUT_MS);
     } catch (err) {
       throw new TapdError('refused', `cannot connect to QEMU's QMP socket ${path}: ${(err as Error).message}; start QEMU with -qmp unix:${path},server,wait=off`);
     }
@@ -54,7 +56,7 @@ export class Qmp {
   }
 
   close(): void {
-    sys.closeFd(this.fd);
+    closeFd(this.fd);
   }
 
   private readMessage(deadline: number): Json {
@@ -67,11 +69,11 @@ export class Qmp {
         return JSON.parse(line) as Json;
       }
       if (Date.now() > deadline) throw new TapdError('timeout', `QEMU did not answer on ${this.path}`);
-      let r: sys.Received;
+      let r: Received;
       try {
-        r = sys.recvWithFds(this.fd, 64 * 1024, 0, { action: `read QMP ${this.path}` });
+        r = recvWithFds(this.fd, 64 * 1024, 0, { action: `read QMP ${this.path}` });
       } catch (err) {
-        if (err instanceof Error && 'errno' in err && (err as { errno: number }).errno === sys.C.EAGAIN) continue;
+        if (err instanceof Error && 'errno' in err && (err as { errno: number }).errno === C.EAGAIN) continue;
         throw err;
       }
       if (r.length === 0) throw new TapdError('protocol', `QEMU closed ${this.path}`);
@@ -83,8 +85,8 @@ export class Qmp {
   execute(command: string, args?: Json, fds: readonly number[] = []): unknown {
     const id = `tapctl-${++this.seq}`;
     const msg = Buffer.from(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`);
-    let off = sys.sendWithFds(this.fd, msg, fds, { action: `send ${command} to QEMU` });
-    while (off < msg.length) off += sys.sendWithFds(this.fd, msg.subarray(off), [], { action: `send ${command} to QEMU` });
+    let off = sendWithFds(this.fd, msg, fds, { action: `send ${command} to QEMU` });
+    while (off < msg.length) off += sendWithFds(this.fd, msg.subarray(off), [], { action: `send ${command} to QEMU` });
     const deadline = Date.now() + QMP_TIMEOUT_MS;
     for (;;) {
       const m = this.readMessage(deadline);
@@ -170,7 +172,7 @@ export function attach(socket: string, o: AttachOptions): Attached {
     throw err;
   } finally {
     // Ours: QEMU has its own copies; closing ours leaves QEMU the only holder.
-    sys.closeAll(fds);
+    closeAll(fds);
     qmp.close();
   }
 }

@@ -6,7 +6,8 @@ import { accessSync, constants as fsConstants, writeSync } from 'node:fs';
 import { Command, Option, type OptionValues } from 'commander';
 import { DEFAULT_SOCKET, openTapSync, requestSync, type OpenedTap, type Pending, type WireRequest } from '../client/client.js';
 import type { LeaseInfo } from '../protocol/messages.js';
-import * as sys from '../sys/index.js';
+import { closeAll } from '../sys/fdpass.js';
+import { closeOnExecAll } from '../sys/fds.js';
 import { VERSION } from '../version.js';
 import { EXIT, EXIT_CODES_HELP, errorLine, exitCodeFor } from './exit-codes.js';
 import { formatLeases, formatNetworks, formatStatus, type NetworkInfo } from './format.js';
@@ -125,7 +126,7 @@ function openAll(socket: string, nics: Nic[], asUid: number | undefined): Opened
     });
     return out;
   } catch (err) {
-    sys.closeAll(out.fds.splice(0));
+    closeAll(out.fds.splice(0));
     throw err;
   }
 }
@@ -206,7 +207,7 @@ function startWith(opened: Opened, file: string, args: string[], sudo: SudoUser 
     extraCheck?.();
     return execEmulator({ file, args, tapFds: opened.fds, env });
   } catch (err) {
-    sys.closeAll(opened.fds.splice(0));
+    closeAll(opened.fds.splice(0));
     throw err;
   }
 }
@@ -536,5 +537,5 @@ registerHotplug(program, act, socketOf, defaultNetwork);
 
 // First thing, while /proc/self is still readable: after sudo's setuid the process is not dumpable
 // and /proc/self/fd belongs to root. Fds opened later are Node's own, all close-on-exec.
-sys.closeOnExecAll();
+closeOnExecAll();
 await program.parseAsync();

@@ -4,7 +4,10 @@ import { TapdError } from '../errors/tapd-error.js';
 import { SystemError } from '../errors/system-error.js';
 import { FrameReader, MAX_REPLY_BYTES, encodeFrame } from '../protocol/frame.js';
 import { MAX_QUEUES, PROTOCOL_VERSION, type LeaseInfo } from '../protocol/messages.js';
-import * as sys from '../sys/index.js';
+// Straight from the modules, not the src/sys barrel: a client has no use for the rest of src/sys,
+// and loading it is start-up time for every tapctl.
+import { closeAll, recvWithFds, recvWithFdsAsync, type Received } from '../sys/fdpass.js';
+import { closeFd, connectUnix, connectUnixAsync, sendAll } from '../sys/unix.js';
 import { C, LAYOUT } from '../sys/constants.js';
 import { sysSetsockopt } from '../sys/libc.js';
 import { DaemonError } from './daemon-error.js';
@@ -88,7 +91,7 @@ class ReplyAssembler {
   constructor(private readonly fd: number, private readonly onPending?: (p: Pending) => void) {}
 
   /** The reply once complete, else undefined. Throws on truncation or a closed connection. */
-  add(r: sys.Received): Response | undefined {
+  add(r: Received): Response | undefined {
     this.fds.push(...r.fds);
     if (r.truncated) throw new TapdError('protocol', 'the daemon sent more fds than expected; they were closed');
     if (r.length === 0) {
@@ -109,7 +112,7 @@ class ReplyAssembler {
 
   /** Closes every fd received so far and turns a receive timeout into words. */
   fail(err: unknown): never {
-    sys.closeAll(this.fds);
+    closeAll(this.fds);
     if (err instanceof SystemError && err.errnoName === 'EAGAIN') {
       if (this.waitingFor) {
         throw new TapdError('timeout', `tapd is still running ${this.waitingFor.waiting_for} after ${Math.round(this.waitingFor.timeout_ms / 1000)} s, its limit; gave up waiting (an admin can find why in the tapd log)`);
@@ -134,7 +137,7 @@ function readReplySync(fd: number, onPending?: (p: Pending) => void): Response {
   const a = new ReplyAssembler(fd, onPending);
   try {
     for (;;) {
-      const res = a.add(sys.recvWithFds(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
+      const res = a.add(recvWithFds(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
       if (res) return res;
     }
   } catch (err) {
@@ -146,7 +149,7 @@ async function readReplyAsync(fd: number, onPending?: (p: Pending) => void): Pro
   const a = new ReplyAssembler(fd, onPending);
   try {
     for (;;) {
-      const res = a.add(await sys.recvWithFdsAsync(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
+      const res = a.add(await recvWithFdsAsync(fd, MAX_RECV, MAX_QUEUES, RECV_CTX));
       if (res) return res;
     }
   } catch (err) {
@@ -156,7 +159,7 @@ async function readReplyAsync(fd: number, onPending?: (p: Pending) => void): Pro
 
 function resultOf(res: Response): Record<string, unknown> {
   if (res.body.ok === true) return res.body;
-  sys.closeAll(res.fds);
+  closeAll(res.fds);
   const e = (res.body.error ?? {}) as { code?: unknown; message?: unknown };
   throw new DaemonError(String(e.code ?? 'unknown'), String(e.message ?? 'tapd refused the request'));
 }
@@ -176,17 +179,17 @@ export function requestSync(socketPath: string, req: WireRequest, options?: numb
   const { timeoutMs = DEFAULT_TIMEOUT_MS, onPending } = optionsOf(options);
   let fd: number;
   try {
-    fd = sys.connectUnix(socketPath, timeoutMs);
+    fd = connectUnix(socketPath, timeoutMs);
   } catch (err) {
     explainConnectError(err, socketPath);
   }
   try {
-    sys.sendAll(fd, encodeFrame(withoutUndefined(req)));
+    sendAll(fd, encodeFrame(withoutUndefined(req)));
     const res = readReplySync(fd, onPending);
     resultOf(res);
     return res;
   } finally {
-    sys.closeFd(fd);
+    closeFd(fd);
   }
 }
 
@@ -195,24 +198,24 @@ export async function request(socketPath: string, req: WireRequest, options?: nu
   const { timeoutMs = DEFAULT_TIMEOUT_MS, onPending } = optionsOf(options);
   let fd: number;
   try {
-    fd = await sys.connectUnixAsync(socketPath, timeoutMs);
+    fd = await connectUnixAsync(socketPath, timeoutMs);
   } catch (err) {
     explainConnectError(err, socketPath);
   }
   try {
-    sys.sendAll(fd, encodeFrame(withoutUndefined(req)));
+    sendAll(fd, encodeFrame(withoutUndefined(req)));
     const res = await readReplyAsync(fd, onPending);
     resultOf(res);
     return res;
   } finally {
-    sys.closeFd(fd);
+    closeFd(fd);
   }
 }
 
 function asOpened(res: Response): OpenedTap {
   const lease = res.body.lease as LeaseInfo;
   if (res.fds.length !== lease.queues || typeof lease.mac !== 'string') {
-    sys.closeAll(res.fds);
+    closeAll(res.fds);
     throw new TapdError('protocol', `expected ${lease.queues} TAP fds and the guest's MAC from tapd, got ${res.fds.length} fds and MAC ${lease.mac}`);
   }
   return { lease: { ...lease, mac: lease.mac }, fds: res.fds };

@@ -1,7 +1,22 @@
 // The native boundary: the only module in tapd that imports ffi-rs.
 // Everything above this file speaks Buffers, numbers and SystemError.
-import { DataType, define, open } from 'ffi-rs';
+import { createRequire } from 'node:module';
 import { SystemError } from '../errors/system-error.js';
+
+// ffi-rs is CommonJS: require() skips the ESM loader's export scan of it. Its loader calls
+// process.report.getReport() (~7 ms, every process start) only to tell glibc from musl; we use
+// glibc (libc.so.6 below), so it gets that answer without the report.
+const require = createRequire(import.meta.url);
+const report = process.report as { getReport: () => object } | undefined;
+const getReport = report?.getReport;
+if (report) report.getReport = () => ({ header: { glibcVersionRuntime: 'glibc' } });
+let ffi: typeof import('ffi-rs');
+try {
+  ffi = require('ffi-rs') as typeof import('ffi-rs');
+} finally {
+  if (report && getReport) report.getReport = getReport;
+}
+const { DataType, define, open } = ffi;
 
 open({ library: 'libc', path: 'libc.so.6' });
 

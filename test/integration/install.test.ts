@@ -2,7 +2,7 @@
 // install: systemd-analyze verify and the offline security score. Needs root (install.sh makes
 // root-owned files), npm (production node_modules, from the lockfile) and systemd-analyze.
 // Uses the real build: runs `npm run build` only when dist/ does not exist yet.
-import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync, chmodSync, copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync,
@@ -26,14 +26,26 @@ function tempDir(tag: string): string {
   return d;
 }
 
-function run(script: string, args: string[]): SpawnSyncReturns<string> {
+interface Ran { status: number | null; stdout: string; stderr: string }
+
+/**
+ * Asynchronous: install.sh runs npm ci, which can take over a minute on a busy machine, and a
+ * test worker blocked that long misses vitest's own RPC deadline ("Timeout calling onTaskUpdate").
+ */
+function run(script: string, args: string[]): Promise<Ran> {
   // No DESTDIR from the caller's environment: every run names its own.
   const env = { ...process.env };
   delete env.DESTDIR;
-  return spawnSync('sh', [script, ...args], { encoding: 'utf8', env, timeout: 300_000 });
+  return new Promise((resolve, reject) => {
+    execFile('sh', [script, ...args], { encoding: 'utf8', env, timeout: 300_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : (err as { code?: unknown }).code;
+      if (err !== null && typeof code !== 'number') return reject(err);
+      resolve({ status: code as number, stdout, stderr });
+    });
+  });
 }
 
-function ok(r: SpawnSyncReturns<string>): string {
+function ok(r: Ran): string {
   if (r.status !== 0) throw new Error(`exit ${r.status}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
 }
@@ -68,10 +80,10 @@ describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
   let dest: string;
   let firstOutput: string;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     if (!existsSync(join(REPO, 'dist'))) execFileSync('npm', ['run', 'build'], { cwd: REPO, stdio: 'inherit' });
     dest = tempDir('destdir');
-    firstOutput = ok(run(INSTALL, ['--destdir', dest]));
+    firstOutput = ok(await run(INSTALL, ['--destdir', dest]));
   }, 600_000);
 
   afterAll(() => {
@@ -138,24 +150,24 @@ describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
     }
   });
 
-  it('changes nothing when run again', () => {
+  it('changes nothing when run again', async () => {
     const before = listing(dest);
-    const out = ok(run(INSTALL, ['--destdir', dest]));
+    const out = ok(await run(INSTALL, ['--destdir', dest]));
     expect(out).toMatch(/nothing changed/);
     expect(listing(dest)).toEqual(before);
   });
 
-  it.runIf(shipsConf)('keeps an edited config and puts the new default next to it', () => {
+  it.runIf(shipsConf)('keeps an edited config and puts the new default next to it', async () => {
     const conf = join(dest, 'etc/tapd/tapd.conf');
     const shipped = readFileSync(join(REPO, 'systemd/tapd.conf'), 'utf8');
     appendFileSync(conf, '\n# edited by the admin\n');
     const edited = readFileSync(conf, 'utf8');
-    const out = ok(run(INSTALL, ['--destdir', dest]));
+    const out = ok(await run(INSTALL, ['--destdir', dest]));
     expect(readFileSync(conf, 'utf8')).toBe(edited);
     expect(readFileSync(`${conf}.dist-new`, 'utf8')).toBe(shipped);
     expect(out).toContain('/etc/tapd/tapd.conf.dist-new');
     const before = listing(dest);
-    ok(run(INSTALL, ['--destdir', dest]));
+    ok(await run(INSTALL, ['--destdir', dest]));
     expect(listing(dest)).toEqual(before);
   });
 
@@ -209,22 +221,22 @@ describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
     }
   });
 
-  it('honours --prefix in the wrappers, the unit paths and ExecStart', () => {
+  it('honours --prefix in the wrappers, the unit paths and ExecStart', async () => {
     const d = tempDir('prefix');
-    ok(run(INSTALL, ['--destdir', d, '--prefix', '/usr/local']));
+    ok(await run(INSTALL, ['--destdir', d, '--prefix', '/usr/local']));
     expect(readFileSync(join(d, 'usr/local/bin/tapctl'), 'utf8')).toContain('exec /usr/bin/node /usr/local/lib/tapd/dist/cli/tapctl.js "$@"');
     const service = readFileSync(join(d, 'usr/local/lib/systemd/system/tapd.service'), 'utf8');
     expect(service).toMatch(/^ExecStart=\/usr\/local\/bin\/tapd --config \/etc\/tapd\/tapd.conf /m);
     expect(existsSync(join(d, 'usr/lib/tapd'))).toBe(false);
-    ok(run(UNINSTALL, ['--destdir', d, '--prefix', '/usr/local']));
+    ok(await run(UNINSTALL, ['--destdir', d, '--prefix', '/usr/local']));
     expect(files(d)).toEqual([]);
   });
 
-  it('refuses a path that someone other than root could write to', () => {
+  it('refuses a path that someone other than root could write to', async () => {
     const d = tempDir('unsafe');
     mkdirSync(join(d, 'usr/lib'), { recursive: true, mode: 0o755 });
     chmodSync(join(d, 'usr'), 0o775);
-    const r = run(INSTALL, ['--destdir', d]);
+    const r = await run(INSTALL, ['--destdir', d]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/refusing to install: .*\/usr is writable by group or others/);
     expect(files(d)).toEqual([]);
@@ -232,31 +244,31 @@ describe.skipIf(!isRoot)('install.sh / uninstall.sh (as root)', () => {
     const s = tempDir('symlink');
     mkdirSync(join(s, 'usr/lib'), { recursive: true });
     symlinkSync(tempDir('elsewhere'), join(s, 'usr/lib/tapd'));
-    const r2 = run(INSTALL, ['--destdir', s]);
+    const r2 = await run(INSTALL, ['--destdir', s]);
     expect(r2.status).not.toBe(0);
     expect(r2.stderr).toMatch(/symlink/);
   });
 
-  it('uninstall removes everything it installed; an edited config stays unless --purge', () => {
+  it('uninstall removes everything it installed; an edited config stays unless --purge', async () => {
     const d = tempDir('uninstall');
-    ok(run(INSTALL, ['--destdir', d]));
-    ok(run(UNINSTALL, ['--destdir', d]));
+    ok(await run(INSTALL, ['--destdir', d]));
+    ok(await run(UNINSTALL, ['--destdir', d]));
     expect(files(d)).toEqual([]);
     expect(existsSync(join(d, 'usr/lib/tapd'))).toBe(false);
     expect(existsSync(join(d, 'etc/tapd'))).toBe(false);
 
     if (!shipsConf) return;
-    ok(run(INSTALL, ['--destdir', d]));
+    ok(await run(INSTALL, ['--destdir', d]));
     appendFileSync(join(d, 'etc/tapd/tapd.conf'), '\n# mine\n');
-    ok(run(INSTALL, ['--destdir', d])); // writes tapd.conf.dist-new
-    const out = ok(run(UNINSTALL, ['--destdir', d]));
+    ok(await run(INSTALL, ['--destdir', d])); // writes tapd.conf.dist-new
+    const out = ok(await run(UNINSTALL, ['--destdir', d]));
     expect(out).toMatch(/kept {7}\/etc\/tapd\/tapd.conf/);
     expect(files(d)).toEqual(['/etc/tapd/tapd.conf']);
 
     rmSync(join(d, 'etc'), { recursive: true });
-    ok(run(INSTALL, ['--destdir', d]));
+    ok(await run(INSTALL, ['--destdir', d]));
     appendFileSync(join(d, 'etc/tapd/tapd.conf'), '\n# mine\n');
-    ok(run(UNINSTALL, ['--destdir', d, '--purge']));
+    ok(await run(UNINSTALL, ['--destdir', d, '--purge']));
     expect(files(d)).toEqual([]);
   });
 });

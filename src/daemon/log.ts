@@ -77,12 +77,22 @@ function destination(format: 'json' | 'text', journal: boolean, out: Sink): Dest
     },
     // Waits for the reader: only used before exit, when the last records matter more than time.
     flush(cb: (err?: Error) => void) {
-      try {
-        out.flushSync?.();
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
+      // sonic-boom's flushSync writes its buffer even while an asynchronous write is still in
+      // flight, which puts later records before earlier ones: wait for that write first (1 s at most).
+      const deadline = Date.now() + 1000;
+      const finish = () => {
+        if ((out as { _writing?: boolean })._writing === true && Date.now() < deadline) {
+          setTimeout(finish, 1);
+          return;
+        }
+        try {
+          out.flushSync?.();
+          cb();
+        } catch (err) {
+          cb(err as Error);
+        }
+      };
+      finish();
     },
   };
   return stream;

@@ -163,10 +163,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   let idleTimer: NodeJS.Timeout | undefined;
   const closeAll = async () => {
+    // Held until the last record is written: without it, a close step whose handle is unref'd
+    // (the link watch) could let Node's loop drain and end the process before "tapd stopped".
+    const keepAlive = setInterval(() => {}, 1000);
     process.off('SIGHUP', onHup);
     clearInterval(idleTimer);
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await watch.close();
+    // Bounded: a close step that never calls back must not keep tapd from stopping.
+    await within(new Promise<void>((resolve) => server.close(() => resolve())), 2000);
+    await within(watch.close(), 2000);
     if (how === 'bound') {
       try {
         unlinkSync(opts.socketPath);
@@ -175,7 +179,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
     }
     log.info({ event: 'stopped' }, 'tapd stopped');
-    await flushLog(log);
+    await within(flushLog(log), 2000);
+    clearInterval(keepAlive);
   };
 
   // Idle exit (socket activation starts us again): no lease, no connection, for idleExitMs.
@@ -189,4 +194,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }, Math.min(idleMs, 1000));
   }
   return { log, close: closeAll };
+}
+
+/** Waits for `p`, or `ms` at most. */
+function within(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
 }

@@ -266,7 +266,7 @@ describe('controls', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)('writes "tapd stopped" as its last record after %s', async (signal) => {
     d = await startTapd(ns, 'network lan bridge br0\npermit root on any\n');
     const proc = d.proc;
-    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
     proc.kill(signal);
     expect(await exited).toBe(0);
     const lines = d.log().trim().split('\n');
@@ -285,7 +285,7 @@ describe('controls', () => {
       const st = fstatSync(fd, { bigint: true });
       const proc = spawn('ip', ['netns', 'exec', ns.name, 'node', path.join(DIST, 'cli/tapd.js'), '--config', conf, '--socket', path.join(dir, 's.sock'),
         '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', fd, 'pipe'], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
-      const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+      const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
       await until(() => readFileSync(outPath, 'utf8').includes('tapd ready') || proc.exitCode !== null, 15_000);
       proc.kill('SIGTERM');
       expect(await exited).toBe(0);
@@ -327,7 +327,8 @@ describe('controls', () => {
     let out = '';
     proc.stdout!.on('data', (x: Buffer) => (out += x.toString()));
     proc.stderr!.on('data', (x: Buffer) => (out += x.toString()));
-    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    // 'close', not 'exit': only then has the last of its stdout been read.
+    const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
     await until(() => out.includes('Listening on'), 10_000);
     chmodSync(sock, 0o666);
     return {
@@ -352,7 +353,7 @@ describe('controls', () => {
       expect(await a.exited).toBe(0);
       expect(Date.now() - started).toBeGreaterThan(2500);
       expect(a.out()).toContain('"event":"idle_exit"');
-      expect(JSON.parse(a.out().trim().split('\n').at(-1)!)).toMatchObject({ event: 'stopped', level: 'info', priority: 6 });
+      expect(JSON.parse(a.out().trim().split('\n').at(-1)!), a.out()).toMatchObject({ event: 'stopped', level: 'info', priority: 6 });
     } finally {
       await a.stop();
     }

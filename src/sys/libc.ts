@@ -1,15 +1,17 @@
 // The native boundary: the only module in tapd that imports ffi-rs.
 // Everything above this file speaks Buffers, numbers and SystemError.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { SystemError } from '../errors/system-error.js';
 
 // ffi-rs is CommonJS: require() skips the ESM loader's export scan of it. Its loader calls
-// process.report.getReport() (~7 ms, every process start) only to tell glibc from musl; we use
-// glibc (libc.so.6 below), so it gets that answer without the report.
+// process.report.getReport() (~7 ms, every process start) only to tell glibc from musl. When
+// this process has glibc's libc.so.6 mapped (read from /proc/self/maps, well under a
+// millisecond) it gets that answer without the report; anywhere else ffi-rs asks as it always does.
 const require = createRequire(import.meta.url);
 const report = process.report as { getReport: () => object } | undefined;
 const getReport = report?.getReport;
-if (report) report.getReport = () => ({ header: { glibcVersionRuntime: 'glibc' } });
+if (report && runsOnGlibc()) report.getReport = () => ({ header: { glibcVersionRuntime: 'glibc' } });
 let ffi: typeof import('ffi-rs');
 try {
   ffi = require('ffi-rs') as typeof import('ffi-rs');
@@ -17,6 +19,14 @@ try {
   if (report && getReport) report.getReport = getReport;
 }
 const { DataType, define, open } = ffi;
+
+function runsOnGlibc(): boolean {
+  try {
+    return /\/libc\.so\.6$/m.test(readFileSync('/proc/self/maps', 'latin1'));
+  } catch {
+    return false;
+  }
+}
 
 open({ library: 'libc', path: 'libc.so.6' });
 

@@ -87,16 +87,15 @@ function pipeBinding(): PipeBinding | undefined {
 }
 
 /** A bound rtnetlink socket subscribed to link events, with a receive buffer for bursts. */
-function subscribe(timeoutUs: number): number {
+function subscribe(timeoutUs: number, rcvbuf: number): number {
   const fd = sysSocket(C.AF_NETLINK, C.SOCK_RAW | C.SOCK_CLOEXEC, C.NETLINK_ROUTE, { action: 'open rtnetlink socket' });
   try {
     const addr = Buffer.alloc(LAYOUT['sizeof struct sockaddr_nl']);
     addr.writeUInt16LE(C.AF_NETLINK, LAYOUT['sockaddr_nl.nl_family']);
     addr.writeUInt32LE(C.RTMGRP_LINK, LAYOUT['sockaddr_nl.nl_groups']);
     sysBind(fd, addr, { action: 'subscribe to link events' });
-    // A big receive buffer so 1000 TAPs vanishing at once do not overflow it.
     const size = Buffer.alloc(4);
-    size.writeInt32LE(4 * 1024 * 1024, 0);
+    size.writeInt32LE(rcvbuf, 0);
     sysSetsockopt(fd, C.SOL_SOCKET, C.SO_RCVBUF, size, { action: 'size link event buffer' });
     if (timeoutUs > 0) {
       const tv = Buffer.alloc(LAYOUT['sizeof struct timeval']);
@@ -113,7 +112,12 @@ function subscribe(timeoutUs: number): number {
 export interface LinkWatchOptions {
   /** Read on a worker thread even where the event loop could poll the socket (tests the fallback). */
   thread?: boolean;
+  /** SO_RCVBUF in bytes (tests make it small to overflow it). */
+  rcvbuf?: number;
 }
+
+/** Room for 1000 TAPs vanishing at once. */
+const RCVBUF = 4 * 1024 * 1024;
 
 export class LinkWatch extends EventEmitter<LinkWatchEvents> {
   private fd = -1;
@@ -145,7 +149,7 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
   }
 
   private listen(binding: PipeBinding): void {
-    const fd = subscribe(0);
+    const fd = subscribe(0, this.opts.rcvbuf ?? RCVBUF);
     const pipe = new binding.Pipe(binding.constants.SOCKET);
     // uv_pipe_open makes the fd non-blocking; libuv then read()s one datagram per wakeup. From
     // here on the handle owns the fd: destroying the socket closes it.
@@ -184,7 +188,7 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
 
   private startWorker(): void {
     // The worker blocks in recv(); a timeout lets it notice stop() within 200 ms.
-    this.fd = subscribe(200_000);
+    this.fd = subscribe(200_000, this.opts.rcvbuf ?? RCVBUF);
     const url = new URL('./link-watch-worker.js', import.meta.url);
     this.worker = new Worker(url, { workerData: { fd: this.fd, stop: this.stop } });
     this.worker.on('message', (m: LinkEvent | { kind: 'overflow'; reason: string }) => {

@@ -39,7 +39,9 @@ cat >"$work/tapd.conf" <<CONF
 network lan uplink uplink0 bridge br0 bridge-script $work/tapd-bridge-up
 permit @nogroup on lan leases 2
 CONF
-ip netns exec "$host" node dist/cli/tapd.js --config "$work/tapd.conf" --socket "$work/tapd.sock" \
+# tapd's node flags are on its first line (as installed: see scripts/install.sh).
+# shellcheck disable=SC2046
+ip netns exec "$host" node $(sed -n '1s|^#!/usr/bin/env -S node ||p' dist/cli/tapd.js) dist/cli/tapd.js --config "$work/tapd.conf" --socket "$work/tapd.sock" \
   --state-dir "$work/state" >"$work/tapd.log" 2>&1 &
 tapd_pid=$!
 for _ in $(seq 100); do grep -q '"event":"started"' "$work/tapd.log" && break; sleep 0.05; done

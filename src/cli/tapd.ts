@@ -1,5 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --jitless --no-expose-wasm --v8-pool-size=1 --max-semi-space-size=1
 // tapd: the daemon. Runs in the foreground (systemd, or by hand for testing).
+// The first line is the one place tapd's node flags live (install.sh's wrapper, the demo and the
+// tests read them from here). --jitless: the daemon, which runs with CAP_NET_ADMIN, never maps
+// memory writable and executable, so the service runs with MemoryDenyWriteExecute=yes; it also
+// keeps RSS flat under load (no optimized code). Its JS is a small share of an open (measured
+// in docs/performance.md). The rest trims threads and the young generation.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { getgrnam } from '../common/accounts.js';
 import { startDaemon } from '../daemon/main.js';

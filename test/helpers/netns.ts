@@ -9,6 +9,15 @@ import { duplicateKeys } from './json-keys.js';
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 export const DIST = path.join(ROOT, 'dist');
 export const NOBODY = 65534;
+export const TAPD_JS = path.join(DIST, 'cli/tapd.js');
+
+/** node's arguments to run the daemon as installed: the flags on tapd.js's first line, then the script. */
+export function tapdNodeArgs(): string[] {
+  const first = readFileSync(TAPD_JS, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env -S node((?: --[\w-]+(?:=\S+)?)*)$/.exec(first);
+  if (!m) throw new Error(`${TAPD_JS}: first line is not '#!/usr/bin/env -S node --flags...': ${first}`);
+  return [...m[1]!.trim().split(' ').filter(Boolean), TAPD_JS];
+}
 
 export function sh(cmd: string, args: string[], input?: string): SpawnSyncReturns<string> {
   return spawnSync(cmd, args, { encoding: 'utf8', input, timeout: 60_000 });
@@ -127,7 +136,7 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
   let out = '';
   let proc!: ChildProcess;
   const launch = async () => {
-    proc = ns.spawn('node', [path.join(DIST, 'cli/tapd.js'), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])]);
+    proc = ns.spawn('node', [...tapdNodeArgs(), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])]);
     proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     // Only this launch's output counts (a restart follows an earlier "started").

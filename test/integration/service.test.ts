@@ -1,11 +1,11 @@
 // The daemon as tapd.service runs it: socket-activated on /run/tapd/tapd.sock, as an unprivileged
 // user holding CAP_NET_ADMIN only (ambient), no new privileges. /run and /dev/net are private
 // tmpfs mounts inside the test's own mount namespace, so the host's are never touched.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, NOBODY, Netns, ROOT, tempDir, until } from '../helpers/netns.js';
+import { DIST, NOBODY, Netns, ROOT, tapdNodeArgs, tempDir, until } from '../helpers/netns.js';
 
 const SERVICE_UID = 4243; // stands in for the `tapd` system user
 const CAP_NET_ADMIN = 1n << 12n;
@@ -19,11 +19,13 @@ describe('tapd as the systemd unit runs it', () => {
   // One shell inside the namespace and a private mount namespace: it sets up /run/tapd and a
   // 0666 /dev/net/tun (this machine's is 0600 without udev), then socket-activates the daemon
   // with setpriv standing in for User=, AmbientCapabilities=, CapabilityBoundingSet= and
-  // NoNewPrivileges=. Clients are started inside the same mount namespace through nsenter.
+  // NoNewPrivileges=, and mdwe-exec (prctl PR_SET_MDWE) for MemoryDenyWriteExecute=. Clients are started inside the same mount namespace through nsenter.
   beforeAll(async () => {
     ns = Netns.create('svc');
     ns.addBridge('br0');
     dir = tempDir('svc');
+    const cc = spawnSync('gcc', ['-O2', '-o', path.join(dir, 'mdwe-exec'), path.join(ROOT, 'test/fixtures/mdwe-exec.c')], { encoding: 'utf8' });
+    if (cc.status !== 0) throw new Error(`gcc mdwe-exec.c: ${cc.stderr}`);
     writeFileSync(path.join(dir, 'tapd.conf'), `network lan bridge br0 up ${dir}/up\npermit @nogroup on lan\n`, { mode: 0o644 });
     // The up hook needs CAP_NET_ADMIN too: it inherits the daemon's ambient capability.
     writeFileSync(path.join(dir, 'up'), '#!/bin/sh\nip link set dev "$1" alias tapd-hooked\n', { mode: 0o755 });
@@ -38,7 +40,7 @@ describe('tapd as the systemd unit runs it', () => {
       exec systemd-socket-activate -l /run/tapd/tapd.sock \\
         setpriv --reuid ${SERVICE_UID} --regid ${SERVICE_UID} --clear-groups \\
           --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin --no-new-privs -- \\
-        node ${path.join(DIST, 'cli/tapd.js')} --config ${dir}/tapd.conf --state-dir /run/tapd/state`;
+        ${dir}/mdwe-exec node ${tapdNodeArgs().join(' ')} --config ${dir}/tapd.conf --state-dir /run/tapd/state`;
     launcher = spawn('ip', ['netns', 'exec', ns.name, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
     launcher.stdout!.on('data', (x: Buffer) => (out += x.toString()));
     launcher.stderr!.on('data', (x: Buffer) => (out += x.toString()));
@@ -94,5 +96,16 @@ describe('tapd as the systemd unit runs it', () => {
       'setpriv', '--reuid', String(NOBODY), '--regid', '65534', '--clear-groups', '--', 'node', '--input-type=module', '-e', script]);
     expect(r.status, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as Array<{ ifalias?: string }>)[0]!.ifalias).toBe('tapd-hooked');
+  });
+  it('MemoryDenyWriteExecute holds for real: the same stand-in kills a node that JIT-compiles, and the daemon above served under it', () => {
+    const loop = 'let s = 0; for (let i = 0; i < 1e7; i++) s += i; console.log(s)';
+    const jit = spawnSync(path.join(dir, 'mdwe-exec'), ['node', '-e', loop], { encoding: 'utf8' });
+    expect(jit.status).toBeNull();
+    expect(jit.signal).toBe('SIGTRAP');
+    const jitless = spawnSync(path.join(dir, 'mdwe-exec'), ['node', ...tapdNodeArgs().slice(0, -1), '-e', loop], { encoding: 'utf8' });
+    expect(jitless.status, jitless.stderr).toBe(0);
+    expect(jitless.stderr).toBe('');
+    // And tapd said nothing on stderr about its flags (no "disabling flag" warnings).
+    expect(out).not.toContain('disabling flag');
   });
 });

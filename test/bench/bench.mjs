@@ -32,6 +32,8 @@ import { randomBytes } from 'node:crypto';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = path.join(ROOT, 'dist');
 const TAPD = path.join(DIST, 'cli/tapd.js');
+// The daemon's node flags, as installed: they live on tapd.js's first line.
+const TAPD_FLAGS = (/^#!\/usr\/bin\/env -S node (.*)$/m.exec(readFileSync(TAPD, 'utf8').split('\n', 1)[0]) ?? [])[1]?.split(' ') ?? [];
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');
 const BRIDGE_HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const WORKER = path.join(ROOT, 'test/bench/worker.mjs');
@@ -449,7 +451,7 @@ async function setup() {
 }
 
 function tapdArgv(socket, stateDir) {
-  return [NODE, TAPD, '--config', res.config, '--socket', socket, '--state-dir', stateDir, '--log-level', 'info'];
+  return [NODE, ...TAPD_FLAGS, TAPD, '--config', res.config, '--socket', socket, '--state-dir', stateDir, '--log-level', 'info'];
 }
 
 function tunDevicesInNs() {

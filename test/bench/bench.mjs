@@ -33,7 +33,11 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = path.join(ROOT, 'dist');
 const TAPD = path.join(DIST, 'cli/tapd.js');
 // The daemon's node flags, as installed: they live on tapd.js's first line.
-const TAPD_FLAGS = (/^#!\/usr\/bin\/env -S node (.*)$/m.exec(readFileSync(TAPD, 'utf8').split('\n', 1)[0]) ?? [])[1]?.split(' ') ?? [];
+const TAPD_FLAGS = (() => {
+  const m = /^#!\/usr\/bin\/env -S node (.*)$/.exec(readFileSync(TAPD, 'utf8').split('\n', 1)[0]);
+  if (!m) throw new Error(`${TAPD}: first line is not '#!/usr/bin/env -S node FLAGS'`);
+  return m[1].split(' ');
+})();
 const TAPCTL = path.join(DIST, 'cli/tapctl.js');
 const BRIDGE_HELPER = path.join(ROOT, 'native/build/tapd-bridge-helper');
 const WORKER = path.join(ROOT, 'test/bench/worker.mjs');

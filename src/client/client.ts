@@ -157,6 +157,26 @@ async function readReplyAsync(fd: number, onPending?: (p: Pending) => void): Pro
   }
 }
 
+/**
+ * Sends the request. A peer that already closed (EPIPE, ECONNRESET) may still have written why,
+ * e.g. a refusal at accept for too many connections: that reply waits in our receive queue, so
+ * the caller reads it before reporting that the daemon hung up.
+ */
+function sendRequest(fd: number, req: WireRequest): SystemError | undefined {
+  try {
+    sendAll(fd, encodeFrame(withoutUndefined(req)));
+    return undefined;
+  } catch (err) {
+    if (err instanceof SystemError && (err.errnoName === 'EPIPE' || err.errnoName === 'ECONNRESET')) return err;
+    throw err;
+  }
+}
+
+/** When the send failed and no reply came either. */
+function closedBeforeRequest(): TapdError {
+  return new TapdError('protocol', 'tapd closed the connection before it read the request, without saying why; see the tapd log');
+}
+
 function resultOf(res: Response): Record<string, unknown> {
   if (res.body.ok === true) return res.body;
   closeAll(res.fds);
@@ -184,8 +204,13 @@ export function requestSync(socketPath: string, req: WireRequest, options?: numb
     explainConnectError(err, socketPath);
   }
   try {
-    sendAll(fd, encodeFrame(withoutUndefined(req)));
-    const res = readReplySync(fd, onPending);
+    const sendErr = sendRequest(fd, req);
+    let res: Response;
+    try {
+      res = readReplySync(fd, onPending);
+    } catch (err) {
+      throw sendErr ? closedBeforeRequest() : err;
+    }
     resultOf(res);
     return res;
   } finally {
@@ -203,8 +228,13 @@ export async function request(socketPath: string, req: WireRequest, options?: nu
     explainConnectError(err, socketPath);
   }
   try {
-    sendAll(fd, encodeFrame(withoutUndefined(req)));
-    const res = await readReplyAsync(fd, onPending);
+    const sendErr = sendRequest(fd, req);
+    let res: Response;
+    try {
+      res = await readReplyAsync(fd, onPending);
+    } catch (err) {
+      throw sendErr ? closedBeforeRequest() : err;
+    }
     resultOf(res);
     return res;
   } finally {

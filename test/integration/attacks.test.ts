@@ -192,6 +192,35 @@ describe('attacks on the privileged path', () => {
     await new Promise((r) => flood.once('exit', r));
   });
 
+  it('class 7: a uid over its connection share is told why, not a bare EPIPE', () => {
+    // uid 4242 holds its whole share (8) idle, then asks 20 times, sync and async. tapd refuses
+    // each at accept (one send, then close), often before the client's own send, which then
+    // fails with EPIPE: the client must still read and report the refusal waiting for it.
+    const script = `
+      const net = require('node:net');
+      const held = [];
+      let up = 0;
+      for (let i = 0; i < 8; i++) {
+        const s = net.connect(process.argv[1], () => { if (++up === 8) setTimeout(ask, 150); });
+        s.on('error', () => {});
+        held.push(s);
+      }
+      const ask = async () => {
+        const c = await import(process.argv[2]);
+        const out = [];
+        const one = async (f) => { try { await f(); out.push('ok'); } catch (e) { out.push(e.code + ': ' + e.message); } };
+        for (let i = 0; i < 10; i++) await one(() => c.requestSync(process.argv[1], { op: 'status' }, 2000));
+        for (let i = 0; i < 10; i++) await one(() => c.request(process.argv[1], { op: 'status' }, 2000));
+        console.log(JSON.stringify(out));
+        process.exit(0);
+      };`;
+    const r = host.exec('node', ['-e', script, d.socket, path.join(ROOT, 'dist/client/client.js')], MALLORY);
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as string[];
+    expect(out).toHaveLength(20);
+    for (const line of out) expect(line).toBe('busy: you have too many connections open to tapd; try again in a moment');
+  });
+
   it('class 7: a client that pipelines and never reads loses its connection within the deadline', async () => {
     const net = await import('node:net');
     const s = net.connect(d.socket);

@@ -2,10 +2,11 @@
 TAPD_DEBS=(qemu-system-x86 qemu-system-common dnsmasq-base busybox-static tcpdump iproute2 util-linux
   gcc libc6-dev cpio xz-utils zstd polkitd pkexec dbus-daemon systemd procps
   dpkg-dev lintian mandoc man-db fakeroot
-  openvswitch-switch openvswitch-common ovn-central ovn-host ethtool libnss-extrausers)
+  openvswitch-switch openvswitch-common ovn-central ovn-host ethtool libnss-extrausers
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 # Daemons that the packages above would start as services; tests start their own, by hand, in
-# namespaces (test/helpers/ovn.ts), so none may run in the root namespace.
-TAPD_NO_SERVICES=(ovsdb-server ovs-vswitchd ovn-northd ovn-controller)
+# namespaces (test/helpers/ovn.ts, test/integration/libvirt.test.ts), so none may run in the root namespace.
+TAPD_NO_SERVICES=(ovsdb-server ovs-vswitchd ovn-northd ovn-controller libvirtd virtlogd virtlockd)
 
 ensure_deps() {
   if [ "$(id -u)" != 0 ]; then

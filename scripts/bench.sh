@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # npm run bench: installs what is missing (scripts/lib/deps.sh, as the tests do), builds, and runs
-# test/bench/bench.mjs, which prints a table and writes bench/results.json. Needs root: all device
-# work happens in a network namespace the bench makes and deletes. Takes 2-4 minutes.
+# test/bench/bench.ts (with vite-node, which comes with vitest), which prints a table and writes
+# bench/results.json. Needs root: all device work happens in a network namespace the bench makes
+# (with test/helpers/netns.ts, as the tests do) and deletes. Takes 2-4 minutes.
 #
 # The bench cleans up after itself. This script's trap is the safety net for a bench that was
 # killed outright: it ends the processes the bench recorded (by pid, checked against their command
@@ -9,6 +10,7 @@
 # /etc/qemu if they did not exist) and removes the temp dirs.
 #   TAPD_BENCH_QUICK=1 npm run bench     a fast smoke run (small counts)
 #   TAPD_BENCH_N=500 npm run bench       open-latency runs per method (default 300)
+#   TAPD_BENCH_OUT=FILE npm run bench    write the JSON there instead of bench/results.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
@@ -76,4 +78,4 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 echo "== bench (namespace $ns)"
-TAPD_BENCH_DIR="$run" TAPD_BENCH_SHM="$shm" TAPD_BENCH_NS="$ns" node test/bench/bench.mjs
+TAPD_BENCH_DIR="$run" TAPD_BENCH_SHM="$shm" TAPD_BENCH_NS="$ns" node_modules/.bin/vite-node test/bench/bench.ts

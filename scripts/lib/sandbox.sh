@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Simulated LAN for tapd's demo, bench and tests. Source it, then call the functions.
+# Simulated LAN for tapd's demo and tests (the bench makes its own namespace with test/helpers/netns.ts). Source it, then call the functions.
 # Everything lives in network namespaces created here; nothing in the root namespace changes.
 #
 #   ${PREFIX}-lan   lan0 198.18.0.1/24: dnsmasq (DHCP 198.18.0.100-199, router 198.18.0.1)

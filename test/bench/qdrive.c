@@ -1,6 +1,6 @@
 // qdrive: the bench's stand-in for QEMU and for shell scripts. It runs helpers and commands
 // the way a C program does (fork + execv + waitpid, no Node in between), so their timings carry
-// no Node spawn overhead. Built by test/bench/bench.mjs into a temp dir with the system gcc.
+// no Node spawn overhead. Built by test/bench/bench.ts into its run dir with the system gcc.
 //
 //   qdrive helper N BR [-p] -- ARGV...   QEMU's net_bridge_run_helper (net/tap.c): socketpair,
 //                                        fork, execv(ARGV + --use-vnet --fd=K --br=BR), recvmsg one

@@ -43,10 +43,19 @@ export class Netns {
   }
 
   static create(prefix: string): Netns {
-    const name = `tapdt-${prefix}-${randomBytes(3).toString('hex')}`.slice(0, 30);
+    return Netns.createNamed(`tapdt-${prefix}-${randomBytes(3).toString('hex')}`.slice(0, 30));
+  }
+
+  /** A namespace with exactly this name (the caller picked it, e.g. so a shell trap can delete it); lo up. */
+  static createNamed(name: string): Netns {
     must('ip', ['netns', 'add', name]);
     const ns = new Netns(name);
-    ns.run('ip', ['link', 'set', 'lo', 'up']);
+    try {
+      ns.run('ip', ['link', 'set', 'lo', 'up']);
+    } catch (err) {
+      ns.destroy();
+      throw err;
+    }
     return ns;
   }
 
@@ -68,9 +77,13 @@ export class Netns {
     });
   }
 
-  spawn(cmd: string, args: string[], opts: { uid?: number; gid?: number; groups?: number[]; env?: Record<string, string> } = {}): ChildProcess {
+  /**
+   * Starts a command inside the namespace. `ip netns exec` and setpriv exec, so the child's pid is
+   * the command's own. stdin is ignored unless `stdin: 'pipe'`.
+   */
+  spawn(cmd: string, args: string[], opts: { uid?: number; gid?: number; groups?: number[]; env?: Record<string, string>; stdin?: 'pipe' | 'ignore'; cwd?: string } = {}): ChildProcess {
     return spawn('ip', ['netns', 'exec', this.name, ...asUser(opts), cmd, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env },
+      stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, cwd: opts.cwd,
     });
   }
 
@@ -95,9 +108,9 @@ export function asUser(opts: { uid?: number; gid?: number; groups?: number[] }):
   return ['setpriv', '--reuid', String(opts.uid), '--regid', String(gid), ...groups, '--'];
 }
 
-/** A private directory that uid 65534 can traverse (for sockets) but not write. */
-export function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `tapd-${prefix}-`));
+/** A private directory (tapd-<prefix>-XXXXXX in `parent`, default the temp dir) that uid 65534 can traverse (for sockets) but not write. */
+export function tempDir(prefix: string, parent: string = os.tmpdir()): string {
+  const dir = mkdtempSync(path.join(parent, `tapd-${prefix}-`));
   chmodSync(dir, 0o755);
   return dir;
 }
@@ -117,10 +130,29 @@ export interface DaemonHandle {
   waitFor(event: string, match?: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
+export interface StartTapdOptions {
+  configMode?: number;
+  extraArgs?: string[];
+  /** Where the daemon's own dir (config, socket, state) is made; default the temp dir. */
+  parent?: string;
+  /** The state dir (e.g. on tmpfs, like /run/tapd); default <dir>/state. Not removed by stop(). */
+  stateDir?: string;
+  /** --log-level; default debug. */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** A command the daemon runs under, e.g. ['systemd-socket-activate', '-l', '@DIR@/tapd.sock']; @DIR@ as in config. */
+  wrap?: string[];
+  /** Wait for "started" (default); false for a socket-activated daemon, which starts at the first connect. */
+  waitStarted?: boolean;
+  /** Called with each launch's pid as soon as it is spawned (the bench records them for its shell trap). */
+  onSpawn?: (pid: number) => void;
+  /** Called with each complete line the daemon writes to stdout, as it arrives. */
+  onLine?: (line: string) => void;
+}
+
 /** Writes `files` (path relative to the daemon dir → [content, mode]) and starts tapd in `ns`. */
 export async function startTapd(ns: Netns, config: string, files: Record<string, [string, number]> = {},
-  opts: { configMode?: number; extraArgs?: string[] } = {}): Promise<DaemonHandle> {
-  const dir = tempDir('daemon');
+  opts: StartTapdOptions = {}): Promise<DaemonHandle> {
+  const dir = tempDir('daemon', opts.parent);
   for (const [rel, [content, mode]] of Object.entries(files)) {
     const p = path.join(dir, rel);
     mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
@@ -132,15 +164,28 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
   writeFileSync(configPath, config.replaceAll('@DIR@', dir), { mode: 0o644 });
   chmodSync(configPath, opts.configMode ?? 0o644);
   const socket = path.join(dir, 'tapd.sock');
-  const stateDir = path.join(dir, 'state');
+  const stateDir = opts.stateDir ?? path.join(dir, 'state');
   let out = '';
   let proc!: ChildProcess;
   const launch = async () => {
-    proc = ns.spawn('node', [...tapdNodeArgs(), '--config', configPath, '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])]);
-    proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const argv = ['node', ...tapdNodeArgs(), '--config', configPath, '--socket', socket, '--state-dir', stateDir,
+      '--log-level', opts.logLevel ?? 'debug', ...(opts.extraArgs ?? [])];
+    const [cmd, ...args] = [...(opts.wrap ?? []).map((a) => a.replaceAll('@DIR@', dir)), ...argv];
+    proc = ns.spawn(cmd!, args);
+    if (proc.pid !== undefined) opts.onSpawn?.(proc.pid);
     // Only this launch's output counts (a restart follows an earlier "started").
     const from = out.length;
+    let partial = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      const text = d.toString();
+      out += text;
+      if (!opts.onLine) return;
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) opts.onLine(l);
+    });
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    if (opts.waitStarted === false) return;
     const started = () => out.slice(from).includes('"event":"started"');
     await until(() => started() || proc.exitCode !== null, 15_000);
     if (!started()) throw new Error(`tapd did not start:\n${out.slice(from)}`);
@@ -166,9 +211,12 @@ export async function startTapd(ns: Netns, config: string, files: Record<string,
       return JSON.parse(l) as Record<string, unknown>;
     }),
     async stop() {
-      // `ip netns exec` execs node, so this pid is the daemon itself.
+      // `ip netns exec` execs node, so this pid is the daemon itself. A daemon that does not end
+      // on SIGTERM within 10 s is killed, so a hung one cannot outlive its test or the bench.
       proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
       await exited();
+      clearTimeout(timer);
       rmSync(dir, { recursive: true, force: true });
     },
     async kill9() {

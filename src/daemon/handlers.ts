@@ -16,6 +16,7 @@ import type { DaemonContext, Peer } from './context.js';
 import { leaseInfo, open, plan } from './open.js';
 import { POLKIT_ACTION_ADMIN } from './polkit.js';
 import { endLease } from './reaper.js';
+import type { Steps } from './steps.js';
 
 export type Who = 'anyone' | 'admin' | 'policy';
 
@@ -30,7 +31,8 @@ export interface Reply {
 /** What a handler may say to the client before its reply (a `pending` frame). */
 type Progress = (body: object) => void;
 
-type Row<K extends Request['op']> = { who: Who; run: (ctx: DaemonContext, peer: Peer, req: Extract<Request, { op: K }>, progress: Progress) => Promise<Reply> };
+/** `steps` times the request (server.ts marks accept, read, decode and send; an open marks its own steps). */
+type Row<K extends Request['op']> = { who: Who; run: (ctx: DaemonContext, peer: Peer, req: Extract<Request, { op: K }>, progress: Progress, steps: Steps) => Promise<Reply> };
 
 const ok = (body: Record<string, unknown>): Reply => ({ body: { v: PROTOCOL_VERSION, ok: true, ...body } });
 
@@ -50,11 +52,11 @@ export async function isAdmin(ctx: DaemonContext, peer: Peer): Promise<boolean> 
   return ctx.policy.isAdmin(peer) || ctx.polkitAllows(peer, POLKIT_ACTION_ADMIN);
 }
 
-async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest, progress: Progress): Promise<Reply> {
+async function handleOpen(ctx: DaemonContext, peer: Peer, req: OpenRequest, progress: Progress, steps: Steps): Promise<Reply> {
   const before = (what: string, timeoutMs: number) => {
     if (req.progress) progress({ pending: { waiting_for: what, timeout_ms: timeoutMs } });
   };
-  const o = await open(ctx, peer, req, before);
+  const o = await open(ctx, peer, req, before, steps);
   return { ...ok({ lease: leaseInfo(o.lease) }), fds: o.fds, sent: o.delivered };
 }
 

@@ -10,6 +10,7 @@ import type { DaemonContext, Peer } from './context.js';
 import type { Lease, Reservation } from './leases.js';
 import type { BeforeHook, Opened, Plan } from './open.js';
 import type { Network } from './policy/types.js';
+import type { Steps } from './steps.js';
 
 /** The udev rule the package ships for the device nodes (systemd/70-tapd-macvtap.rules). */
 export const UDEV_RULE = '/usr/lib/udev/rules.d/70-tapd-macvtap.rules';
@@ -136,7 +137,7 @@ export function adoptMacvtap(lease: Lease): boolean | undefined {
  * times, up, hook, record, reply. `slot` is reserved; on failure the device is deleted.
  */
 export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenRequest, p: Plan, slot: Reservation, mac: sys.Mac,
-  runUp: (lease: Omit<Lease, 'started'>) => Promise<void>, beforeHook: BeforeHook): Promise<Opened> {
+  runUp: (lease: Omit<Lease, 'started'>) => Promise<void>, beforeHook: BeforeHook, steps: Steps): Promise<Opened> {
   const { net } = p;
   const name = sys.IfName.parse(slot.ifname);
   let ifindex = 0;
@@ -166,8 +167,10 @@ export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenReque
       }
       throw err;
     }
+    steps.mark('create');
     sys.setLink(ifindex, name.value, { up: true });
     const actualMtu = sys.getMtu(name);
+    steps.mark('configure');
     const lease: Omit<Lease, 'started'> = {
       id: slot.id, ownerUid: slot.ownerUid, pid: peer.pid, network: net.name, bridge: null, mac: slot.mac,
       mtu: actualMtu, queues: req.queues, vnetHdr: req.vnetHdr, ifname: slot.ifname, ifindex, upRan: true, kind: 'macvtap',
@@ -175,8 +178,10 @@ export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenReque
     if (net.up) {
       beforeHook('the network\'s up hook', ctx.policy.limits.hookTimeoutMs);
       await runUp(lease);
+      steps.mark('hook');
     }
     const active = ctx.leases.activate(slot, { ...lease, started: new Date().toISOString() });
+    steps.mark('journal');
     watch(active, wd, 0); // our opens are among the queued events
     wd = undefined;
     const mine = fds;
@@ -187,7 +192,7 @@ export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenReque
         // Closing ours: if nobody took them, these are the last closes and the watch ends the lease.
         for (const fd of mine) closeAsync(fd, () => {});
         ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_uid: peer.uid, peer_pid: peer.pid,
-          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, kind: 'macvtap', reason: p.permit.reason },
+          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, kind: 'macvtap', reason: p.permit.reason, steps_us: steps.us },
         ok ? 'lease started' : 'reply not delivered; lease ends');
       },
     };

@@ -1,5 +1,6 @@
 // The open path, top to bottom, in qemu-bridge-helper's order: resolve, decide, reserve, bridge
-// ready, create, configure, attach, up, hook, record, reply. One undo. `check` runs the same
+// ready, create, configure, attach, up, hook, record, reply. One undo. `steps` times it
+// (steps.ts): each mark below names the step that just ended. `check` runs the same
 // plan without side effects, so every refusal an open can give, check gives.
 import { close as closeAsync } from 'node:fs';
 import { TapdError } from '../errors/tapd-error.js';
@@ -16,6 +17,7 @@ import { attachLeasePort, removeLeasePort } from './ovs.js';
 import type { Lease } from './leases.js';
 import { inspectMacvtap, openMacvtap } from './macvtap.js';
 import { setPortVlan } from './vlans.js';
+import type { Steps } from './steps.js';
 import { DEFAULT_DENY_REASON, type Network, type Permit } from './policy/index.js';
 
 /** The lease's process: the peer, or for QEMU's bridge helper its parent, QEMU (the helper exits at once). */
@@ -133,8 +135,9 @@ const GUEST_MAC_PREFIX = [0x52, 0x54, 0x00];
  * The open. `beforeHook` tells a waiting client how long the admin's hook may take. Kernel
  * failures (SystemError) pass through: the server logs them and answers `internal`.
  */
-export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, beforeHook: BeforeHook): Promise<Opened> {
+export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, beforeHook: BeforeHook, steps: Steps): Promise<Opened> {
   const p = await plan(ctx, peer, req);
+  steps.mark('decide');
   const { net } = p;
   const limits = ctx.policy.limits;
   // Check and take the slot in one synchronous step: plan()'s check was before an await, and
@@ -144,7 +147,8 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
   while (!mac || ctx.leases.macInUse(mac.toString())) mac = sys.Mac.random(GUEST_MAC_PREFIX);
   checkPortFree(ctx, p.port);
   const slot = ctx.leases.reserve(p.subject.uid, net.name, mac.toString(), net.mode === 'macvtap' ? 'mvt' : 'tap', p.port);
-  if (net.mode === 'macvtap') return openMacvtap(ctx, peer, req, p, slot, mac, (lease) => runUpHook(ctx, net.up!, lease), beforeHook);
+  steps.mark('reserve');
+  if (net.mode === 'macvtap') return openMacvtap(ctx, peer, req, p, slot, mac, (lease) => runUpHook(ctx, net.up!, lease), beforeHook, steps);
   let tap: sys.Tap | undefined;
   let ifindex = 0;
   let ovsPort = false;
@@ -152,8 +156,11 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
     const bridge = net.mode === 'bridged' || net.mode === 'uplink' ? await ensureBridge(net, limits.hookTimeoutMs, ctx.log, () => beforeHook('the network\'s bridge script', limits.hookTimeoutMs)) : undefined;
     if (bridge && p.mtu !== undefined) checkMtu(net, p.mtu, bridge.mtu);
     const mtu = p.mtu ?? net.mtu ?? bridge?.mtu ?? 1500;
+    steps.mark('bridge');
     tap = sys.createTap({ name: sys.IfName.parse(slot.ifname), owner: p.subject.uid, queues: req.queues, vnetHdr: req.vnetHdr });
     ifindex = sys.getIndex(tap.name);
+    steps.mark('create');
+    // Address, MTU, master (the attach) and up: one RTM_SETLINK, so one step.
     if (bridge && net.vlan !== undefined) {
       // Its VLAN before it is up: no frame of the default VLAN ever reaches the port.
       sys.setLink(ifindex, tap.name.value, { address: mac.hostSide(), mtu, master: bridge.ifindex });
@@ -167,11 +174,14 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
       // A bridge whose MTU nobody set follows its smallest port: never let a lease move it.
       if (sys.getMtu(bridge.name) !== bridge.mtu) sys.setMtu(bridge.name, bridge.mtu);
     }
+    steps.mark('configure');
     checkNobodyElseAttached(tap, ifindex, p.subject.uid, req.queues);
+    steps.mark('verify');
     if (net.ovs && p.port !== undefined) {
       // Set before the call: a failure after the add (a timed-out transaction) still gets the undo.
       ovsPort = true;
       await attachLeasePort(ctx, net, { id: slot.id, ifname: slot.ifname, mac: slot.mac, port: p.port });
+      steps.mark('ovs');
     }
     const lease: Omit<Lease, 'started'> = {
       id: slot.id, ownerUid: slot.ownerUid, pid: emulatorPid(peer, req), network: net.name, bridge: bridge?.name.value ?? net.ovs?.bridge ?? null, mac: slot.mac,
@@ -183,8 +193,10 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
     if (net.up) {
       beforeHook('the network\'s up hook', limits.hookTimeoutMs);
       await runUpHook(ctx, net.up, lease);
+      steps.mark('hook');
     }
     const active = ctx.leases.activate(slot, { ...lease, started: new Date().toISOString() });
+    steps.mark('journal');
     const fds = tap.fds;
     return {
       lease: active,
@@ -193,7 +205,8 @@ export async function open(ctx: DaemonContext, peer: Peer, req: OpenRequest, bef
         // The emulator holds the fds now, or nobody does and the device goes with ours.
         for (const fd of fds) closeAsync(fd, () => {});
         ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_uid: peer.uid, peer_pid: peer.pid,
-          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, result: ok ? 'granted' : 'undelivered', reason: p.permit.reason }, ok ? 'lease started' : 'reply not delivered; lease ends');
+          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, result: ok ? 'granted' : 'undelivered', reason: p.permit.reason, steps_us: steps.us },
+        ok ? 'lease started' : 'reply not delivered; lease ends');
       },
     };
   } catch (err) {

@@ -12,6 +12,7 @@ import type { DaemonContext, Peer } from './context.js';
 import { DeniedError } from './denied-error.js';
 import { HANDLERS, isAdmin, type Reply } from './handlers.js';
 import { identifyPeer, type IdentifiedPeer } from './peer.js';
+import { Steps } from './steps.js';
 
 /** libuv's handle fd: sendmsg and getsockopt go through it directly (never while libuv has a write pending). */
 function fdOf(socket: net.Socket): number {
@@ -22,6 +23,7 @@ function fdOf(socket: net.Socket): number {
 
 export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => void): void {
   server.on('connection', (socket) => {
+    const steps = new Steps();
     onActivity();
     socket.on('error', () => socket.destroy());
     const c = ctx.connections;
@@ -39,6 +41,7 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
       socket.destroy();
       return;
     }
+    steps.mark('accept');
     const { uid } = peer;
     c.total++;
     c.byUid.set(uid, (c.byUid.get(uid) ?? 0) + 1);
@@ -50,7 +53,7 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
       else c.byUid.delete(uid);
       onActivity();
     });
-    void converse(socket, peer, ctx);
+    void converse(socket, peer, ctx, steps);
   });
 }
 
@@ -102,7 +105,7 @@ export function refusalLevel(code: PeerErrorCode): 'error' | 'warn' | 'info' {
   return code === 'limit' ? 'warn' : 'info';
 }
 
-async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Promise<void> {
+async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext, steps: Steps): Promise<void> {
   const { requestTimeoutMs } = ctx.policy.limits;
   const progress = (body: object) => {
     if (!socket.destroyed) socket.write(encodeFrame({ v: 1, ok: true, ...body }));
@@ -110,11 +113,14 @@ async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Pro
   let op = 'none';
   let reply: Reply;
   try {
-    const request = decodeRequest(parseJsonObject(await readRequest(socket, requestTimeoutMs)));
+    const frame = await readRequest(socket, requestTimeoutMs);
+    steps.mark('read');
+    const request = decodeRequest(parseJsonObject(frame));
     op = request.op;
-    const row = HANDLERS[request.op] as { who: string; run: (c: DaemonContext, p: Peer, r: Request, g: typeof progress) => Promise<Reply> };
+    steps.mark('decode');
+    const row = HANDLERS[request.op] as { who: string; run: (c: DaemonContext, p: Peer, r: Request, g: typeof progress, s: Steps) => Promise<Reply> };
     if (row.who === 'admin' && !(await isAdmin(ctx, peer))) throw new TapdError('forbidden', `only root or a tapd admin may ${op}`);
-    reply = await row.run(ctx, peer, request, progress);
+    reply = await row.run(ctx, peer, request, progress, steps);
   } catch (err) {
     if (socket.destroyed) return;
     if (err instanceof TapdError && isPeerErrorCode(err.code) && err.code !== 'internal') {
@@ -129,11 +135,11 @@ async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext): Pro
       reply = { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') };
     }
   }
-  await send(socket, reply, requestTimeoutMs);
+  await send(socket, reply, requestTimeoutMs, steps);
 }
 
 /** Writes the reply (fds on its first byte) within the deadline, then closes the connection. */
-async function send(socket: net.Socket, reply: Reply, timeoutMs: number): Promise<void> {
+async function send(socket: net.Socket, reply: Reply, timeoutMs: number, steps: Steps): Promise<void> {
   const frame = encodeFrame(reply.body);
   let delivered = false;
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
@@ -142,6 +148,8 @@ async function send(socket: net.Socket, reply: Reply, timeoutMs: number): Promis
     // Straight through sendmsg so the fds ride with the first byte of the frame; libuv has
     // nothing pending (above), so nothing can overtake it.
     const n = reply.fds?.length ? sys.sendWithFds(fdOf(socket), frame, reply.fds, { action: 'send reply' }) : 0;
+    // The fds are in the peer's hands now: the last step ends before the peer can have them.
+    steps.mark('send');
     await settled(socket, (done) => socket.end(frame.subarray(n), done));
     delivered = true;
   } catch {

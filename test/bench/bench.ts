@@ -10,6 +10,9 @@
 //   4. 1, 8 and 64 clients opening at once; an open while another client's TAPs are torn down;
 //   5. N live leases on one bridge: memory, latency, teardown, and that nothing is left;
 //   6. lease end: holder gone → down hook has run;
+//   7. 10,000 idle connections (held by four unprivileged uids): daemon memory, and whether it
+//      still answers meanwhile;
+// and, from the daemon's log during section 1, where an open's time goes (lease_start's steps_us);
 // then prints the table (test/bench/report.ts) and writes the figures as JSON.
 //
 // Environment (all optional; scripts/bench.sh sets the first three so its trap can clean up
@@ -20,7 +23,7 @@
 // (a fast smoke run with small counts).
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import {
-  appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync,
+  appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -159,10 +162,11 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 type Spawned = ChildProcess & { stderrText: string; done: Promise<{ code: number | null; signal: NodeJS.Signals | null }> };
 
-/** Runs argv inside the namespace (as uid 65534 with user: true), stdin piped. Tracked for cleanup. */
-function spawnIn(argv: string[], { user = false }: { user?: boolean } = {}): Spawned {
+/** Runs argv inside the namespace (as uid 65534 with user: true, or as `uid`), stdin piped. Tracked for cleanup. */
+function spawnIn(argv: string[], { user = false, uid }: { user?: boolean; uid?: number } = {}): Spawned {
   const [cmd, ...args] = argv;
-  const child = theNs().spawn(cmd!, args, { ...(user ? { uid: NOBODY } : {}), stdin: 'pipe', cwd: '/' }) as Spawned;
+  const as = uid ?? (user ? NOBODY : undefined);
+  const child = theNs().spawn(cmd!, args, { ...(as === undefined ? {} : { uid: as }), stdin: 'pipe', cwd: '/' }) as Spawned;
   children.add(child);
   recordPid(child.pid);
   child.stdin!.on('error', () => {}); // a paced child may exit before reading our last newline
@@ -189,6 +193,17 @@ async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): 
   if (!(await until(cond, timeoutMs, 5))) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** Asks get() every 20 ms until ok() holds for its answer. */
+async function pollUntil<T>(get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(v)})`);
+    await sleep(20);
+  }
+}
+
 const progress = (s: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 /** A number field of /proc/PID/status (VmRSS in kB, Threads, ...). */
@@ -209,6 +224,8 @@ class Daemon {
   granted = 0;
   /** lease id → epoch ms at which we read its lease_end */
   ended = new Map<string, number>();
+  /** lease id → its lease_start's steps_us (microseconds per step of the open, in the daemon) */
+  steps = new Map<string, Record<string, number>>();
   private waiters: Array<{ pred: (e: TapdEvent) => boolean; done: (e: TapdEvent) => void }> = [];
   handle!: DaemonHandle;
 
@@ -239,6 +256,7 @@ class Daemon {
     if (e.event === 'lease_start' && e.result === 'granted') {
       this.active++;
       this.granted++;
+      if (e.steps_us && typeof e.steps_us === 'object') this.steps.set(String(e.lease), e.steps_us as Record<string, number>);
     }
     if (e.event === 'lease_end') {
       this.active--;
@@ -296,8 +314,8 @@ class Worker {
   private nextId = 1;
   private pending = new Map<number, { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void; op: string }>();
 
-  constructor(readonly label: string, { user }: { user: boolean }) {
-    this.proc = spawnIn([NODE, WORKER_JS, DIST], { user });
+  constructor(readonly label: string, { user, uid }: { user: boolean; uid?: number }) {
+    this.proc = spawnIn([NODE, WORKER_JS, DIST], { user, ...(uid === undefined ? {} : { uid }) });
     createInterface({ input: this.proc.stdout! }).on('line', (l) => {
       const m = JSON.parse(l) as { id: number; ok: boolean; error?: string };
       const p = this.pending.get(m.id);
@@ -367,6 +385,7 @@ const QDRIVE = path.join(run, 'qdrive');
 const WORKER_JS = path.join(run, 'worker.mjs');
 const HOOKS = path.join(run, 'hooks');
 const DOWN_LOG = path.join(run, 'down.log');
+const LIMITS = 'limits max-leases 1024 max-connections 256 max-connections-per-user 128';
 const CONFIG = [
   'network lan bridge br0',
   `network hooked bridge br1 up ${HOOKS}/up down ${HOOKS}/down`,
@@ -374,9 +393,24 @@ const CONFIG = [
   'permit @nogroup on hooked leases 1024 total 1024',
   'permit root on any',
   // 64 clients at once are one uid here: above the default 32 connections per user.
-  'limits max-leases 1024 max-connections 256 max-connections-per-user 128',
+  LIMITS,
   '',
 ].join('\n');
+
+/** Section 7: IDLE.holders uids hold IDLE.connections idle connections between them. */
+const IDLE = {
+  connections: QUICK ? 2000 : 10_000,
+  uids: [NOBODY, 60001, 60002, 60003],
+  /** The longest request-timeout tapd takes: no idle connection is dropped while the section runs. */
+  requestTimeoutS: 300,
+  /**
+   * Each connection costs the daemon two fds (the socket and the peer's pidfd), so 10,000 need more
+   * than the common hard limit of 20,000. Raising it needs CAP_SYS_RESOURCE; without it the section
+   * holds as many as fit under the daemon's limit and says so in the notes.
+   */
+  nofile: 65536,
+};
+const IDLE_LIMITS = `limits max-leases 1024 max-connections ${IDLE.connections + 256} max-connections-per-user ${Math.ceil(IDLE.connections / IDLE.uids.length) + 128} request-timeout ${IDLE.requestTimeoutS}s`;
 
 function machine(): BenchResults['machine'] {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
@@ -440,6 +474,17 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
   const per = Math.ceil(N.open / N.blocks);
   const samples: Record<string, Record<string, number[]>> = {};
   const add = (m: string, key: string, xs: number[]) => ((samples[m] ??= {})[key] ??= []).push(...xs);
+  // The tapd rows' steps as the daemon logged them (µs), with the client's own time for the same open.
+  const breakdown: Record<string, number[]> = {};
+  const addSteps = (lease: string, clientMs: number) => {
+    const st = daemon.steps.get(lease);
+    if (!st) throw new Error(`lease_start of ${lease} has no steps_us`);
+    for (const [k, us] of Object.entries(st)) (breakdown[k] ??= []).push(us);
+    const total = Object.values(st).reduce((a, b) => a + b, 0);
+    for (const [k, us] of [['daemon_total', total], ['client_total', clientMs * 1000], ['client_minus_daemon', clientMs * 1000 - total]] as const) {
+      (breakdown[k] ??= []).push(us);
+    }
+  };
   // Warm the daemon and the client (ffi-rs, page cache) before anything counts.
   for (let i = 0; i < 30; i++) {
     const r = await user.call('open_close', { socket: daemon.socket, network: 'lan' });
@@ -457,6 +502,7 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
         add(m, 'open', [r.ms]);
         add(m, 'close', [r.close_ms]);
         add(m, 'lease_end_seen', [daemon.ended.get(r.lease)! - r.close_start_epoch_ms]);
+        if (m === 'tapd') addSteps(r.lease, r.ms);
         await settle(r.close_start_epoch_ms);
       }
     }
@@ -514,6 +560,8 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
   }
   R.methodology.open = `${N.open} opens per method, one at a time, interleaved in ${N.blocks} blocks; each TAP is closed, (tapd) its lease_end logged, and ${N.settleMs} ms since its close() began have passed before the next open, so no open overlaps a teardown (devices do not accumulate); warm daemon (30 opens before); vnet_hdr on; p99 by nearest rank`;
   R.open_ratios = openRatios(R.methods);
+  R.open_breakdown_us = Object.fromEntries(Object.entries(breakdown).map(([k, xs]) => [k, summary(xs)]));
+  R.methodology.open_breakdown = 'the tapd (async openTap) rows of section 1: each open\'s lease_start record from the daemon\'s log carries steps_us (µs per step, one hrtime mark each, accept → the reply\'s sendmsg); daemon_total = their sum; client_total = the client\'s own time for that open; client_minus_daemon = the difference per open (client library, connect, socket, the wait for the accept, reading the reply); p50/p99 of each over the same opens';
 }
 
 async function phaseCommands(daemon: Daemon): Promise<void> {
@@ -844,6 +892,112 @@ async function phaseLeaseEnd(daemon: Daemon, user: Worker): Promise<void> {
   };
 }
 
+/** tapd's own count of open connections (the asking one included), from a status request. */
+async function connectionsOf(socket: string): Promise<number> {
+  const r = await client.request(socket, { op: 'status' });
+  return (r.body.status as { connections: number }).connections;
+}
+
+function fdCount(pid: number | undefined): number | null {
+  try {
+    return pid === undefined ? null : readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
+/** The soft RLIMIT_NOFILE of a process (node raises its soft limit to the hard one at start). */
+function fdLimitOf(pid: number | undefined): number {
+  const m = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  if (!m) throw new Error(`no open-files limit in /proc/${pid}/limits`);
+  return Number(m[1]);
+}
+
+async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
+  const socket = daemon.socket;
+  // Raised for this section only: the limits by a reload, the daemon's fd limit with prlimit.
+  const raise = sh('prlimit', [`--pid=${daemon.pid}`, `--nofile=${IDLE.nofile}:${IDLE.nofile}`], { allowFail: true });
+  const fdLimit = fdLimitOf(daemon.pid);
+  // Two fds per connection, and room for the status and open probes.
+  const fits = Math.floor((fdLimit - (fdCount(daemon.pid) ?? 0) - 64) / 2);
+  const per = Math.floor(Math.min(IDLE.connections, fits) / IDLE.uids.length);
+  const n = per * IDLE.uids.length;
+  if (n < IDLE.connections) {
+    note(`idle connections: ${n} instead of ${IDLE.connections}: tapd's fd limit is ${fdLimit} (prlimit to ${IDLE.nofile}: ${(raise.stderr || 'ok').trim().split('\n')[0]}) and each connection takes two`);
+  }
+  progress(`7. ${n} idle connections (${IDLE.uids.length} uids × ${per}), request-timeout ${IDLE.requestTimeoutS} s, fd limit ${fdLimit}`);
+  const setLimits = (line: string) => {
+    writeFileSync(daemon.handle.config, CONFIG.replace(LIMITS, line));
+    const r = client.requestSync(socket, { op: 'reload' });
+    if (r.body.ok !== true) throw new Error(`reload failed: ${JSON.stringify(r.body)}`);
+  };
+  setLimits(IDLE_LIMITS);
+  const holders = IDLE.uids.map((uid) => new Worker(`idle holder (uid ${uid})`, { user: true, uid }));
+  try {
+    await Promise.all(holders.map((h) => h.call('list', { socket }))); // loaded, before the baseline
+    await sleep(300);
+    const before = { rss: daemon.rssKb(), fds: fdCount(daemon.pid), status: summary((await user.call('status', { socket, n: 20 })).lat) };
+    const t0 = performance.now();
+    const held = await Promise.all(holders.map((h) => h.call('hold_idle', { socket, n: per, parallel: 16 })));
+    const connected = held.reduce((a, h) => a + h.connected, 0);
+    // Accepted = counted by tapd; the status request itself is one more.
+    await pollUntil(() => connectionsOf(socket), (c) => c >= connected + 1, 60_000, `tapd to count ${connected} connections`);
+    const acceptedMs = performance.now() - t0;
+    await sleep(300);
+    const withConns = { rss: daemon.rssKb(), fds: fdCount(daemon.pid), threads: procStatus(daemon.pid, 'Threads') };
+    const statusHeld = (await user.call('status', { socket, n: 20 })).lat;
+    const openHeld: number[] = [];
+    for (let i = 0; i < (QUICK ? 3 : 10); i++) {
+      const r = await user.call('open_close', { socket, network: 'lan', sync: true });
+      await daemon.leaseEnded(r.lease);
+      await settle(r.close_start_epoch_ms);
+      openHeld.push(r.ms);
+    }
+    const heldS = (performance.now() - t0) / 1000;
+    const released = await Promise.all(holders.map((h) => h.call('release_idle', {})));
+    const t1 = performance.now();
+    await pollUntil(() => connectionsOf(socket), (c) => c === 1, 60_000, 'tapd to count no connection but the asking one');
+    const closedMs = performance.now() - t1;
+    await sleep(300);
+    const after = { rss: daemon.rssKb(), fds: fdCount(daemon.pid) };
+    const refused = released.reduce((a, r) => a + r.refused, 0);
+    const failed = held.reduce((a, h) => a + h.failed, 0);
+    const firstRefusal = released.find((r) => r.first_refusal)?.first_refusal;
+    const firstError = held.find((h) => h.first_error)?.first_error;
+    R.idle_connections = {
+      connections: connected,
+      connections_goal: IDLE.connections,
+      daemon_fd_limit: fdLimit,
+      uids: IDLE.uids.length,
+      request_timeout_s: IDLE.requestTimeoutS,
+      held_s: round(heldS, 1),
+      connect_failed: failed,
+      connect_retries: held.reduce((a, h) => a + h.retries, 0),
+      refused,
+      all_accepted_after_ms: round(acceptedMs, 1),
+      all_closed_after_ms: round(closedMs, 1),
+      daemon_rss_kb_before: before.rss,
+      daemon_rss_kb_with: withConns.rss,
+      daemon_rss_kb_after: after.rss,
+      growth_kb: before.rss !== null && withConns.rss !== null ? withConns.rss - before.rss : null,
+      daemon_fds_before: before.fds,
+      daemon_fds_with: withConns.fds,
+      daemon_fds_after: after.fds,
+      daemon_threads_with: withConns.threads,
+      status_ms_before: before.status,
+      status_ms_while_held: summary(statusHeld),
+      open_ms_while_held: summary(openHeld),
+      ...(firstRefusal ? { first_refusal: firstRefusal } : {}),
+      ...(firstError ? { first_connect_error: firstError } : {}),
+    };
+    if (refused || failed) note(`idle connections: ${failed} failed to connect, ${refused} refused or dropped by tapd${firstRefusal ? ` (first: ${firstRefusal})` : ''}`);
+  } finally {
+    await Promise.all(holders.map((h) => h.stop()));
+    setLimits(LIMITS);
+  }
+  R.methodology.idle_connections = `${IDLE.uids.length} processes (uids ${IDLE.uids.join(', ')}) each open ${per} connections to tapd that send nothing (16 connecting at a time per process), and hold them; for this section tapd's config is reloaded with ${IDLE_LIMITS} and its fd limit raised with prlimit to ${IDLE.nofile}; the connections are held for well under the request-timeout; RSS read 300 ms after tapd's status counts them all, and 300 ms after it counts none; while held, 20 status requests and a few opens by another uid-65534 client`;
+}
+
 // ---------------------------------------------------------------- main
 
 let status = 0;
@@ -872,6 +1026,8 @@ try {
   rss('5_scale');
   await phaseLeaseEnd(daemon, user);
   rss('6_lease_end');
+  await phaseIdle(daemon, user);
+  rss('7_idle_connections');
   R.bench_seconds = round((Date.now() - t0) / 1000, 1);
   await user.stop();
   await rootw.stop();

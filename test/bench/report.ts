@@ -50,10 +50,15 @@ export interface BenchResults {
     /** `stat -f -c %T` of the bench's temp dir, where tapd-state-on-disk keeps its state. */
     temp_dir_fs: string;
   };
-  methodology: { open: string; concurrency: string };
+  methodology: { open: string; concurrency: string; open_breakdown: string; idle_connections: string };
   methods: Record<string, MethodResult>;
   /** method → quantile → peer → this method's figure ÷ the peer's. */
   open_ratios: Record<string, Record<'p50' | 'p99', Record<string, number | null>>>;
+  /**
+   * Section 1's tapd opens, step by step as the daemon logged them (lease_start's steps_us), in µs:
+   * one key per step in the order they ran, then daemon_total, client_total, client_minus_daemon.
+   */
+  open_breakdown_us: Record<string, Summary>;
   e2e_command_ms: {
     node_startup: Described;
     node_import_client: Described;
@@ -115,6 +120,37 @@ export interface BenchResults {
     holder_last_close_ms: Summary;
     tapd_open_ms_with_up_hook: Summary;
     what: string;
+  };
+  idle_connections: {
+    connections: number;
+    /** 10,000 in a full run; `connections` is less when the daemon's fd limit could not be raised (notes say). */
+    connections_goal: number;
+    daemon_fd_limit: number;
+    uids: number;
+    /** tapd's request-timeout during the section: idle connections are dropped after it. */
+    request_timeout_s: number;
+    /** From the first connect to the release. */
+    held_s: number | null;
+    connect_failed: number;
+    /** Connects the full backlog refused (EAGAIN) and that were tried again. */
+    connect_retries: number;
+    /** Connections tapd answered (busy, a timeout) or closed before the holders let go. */
+    refused: number;
+    all_accepted_after_ms: number | null;
+    all_closed_after_ms: number | null;
+    daemon_rss_kb_before: number | null;
+    daemon_rss_kb_with: number | null;
+    daemon_rss_kb_after: number | null;
+    growth_kb: number | null;
+    daemon_fds_before: number | null;
+    daemon_fds_with: number | null;
+    daemon_fds_after: number | null;
+    daemon_threads_with: number | null;
+    status_ms_before: Summary;
+    status_ms_while_held: Summary;
+    open_ms_while_held: Summary;
+    first_refusal?: string;
+    first_connect_error?: string;
   };
   /** Facts the run found (rows skipped, things left behind); no interpretation. */
   notes: string[];
@@ -193,6 +229,15 @@ export function table(headers: string[], rows: Cell[][]): string[] {
   return [row(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(row)];
 }
 
+/** Microseconds, whole. */
+export function us(x: number | null | undefined): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? '—' : String(Math.round(x));
+}
+
+function pct(a: number | null | undefined, b: number | null | undefined): string {
+  return a === null || a === undefined || !b ? '—' : `${Math.round((a / b) * 100)} %`;
+}
+
 function isSkipped(x: Described | Skipped | undefined): x is Skipped {
   return x !== undefined && 'skipped' in x;
 }
@@ -222,6 +267,23 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
   line(`   tapd-sync = openTapSync (what tapctl and tapd-bridge-helper use); tapd-state-on-disk = tapd with --state-dir on the temp dir's disk (${m.temp_dir_fs}), not tmpfs;`);
   line('   close = the holder\'s close() of the last fd (the kernel deletes the device); * iproute2: close + `ip link del`;');
   line('   † tapd: the client\'s close(), the last reference only if tapd had closed its copy already.');
+  line('');
+
+  const B = R.open_breakdown_us;
+  const TOTALS = ['daemon_total', 'client_total', 'client_minus_daemon'];
+  const dt = B.daemon_total?.p50 ?? null;
+  line(`1b. Where a tapd open's time goes: the daemon's steps_us of the tapd rows above (${B.daemon_total?.n ?? 0} opens; µs)`);
+  add(table(['step', 'p50 µs', 'p99 µs', 'p50 share of daemon total'], [
+    ...Object.keys(B).filter((k) => !TOTALS.includes(k)).map((k) => [k, us(B[k]!.p50), us(B[k]!.p99), pct(B[k]!.p50, dt)]),
+    ['daemon total (sum of the steps)', us(B.daemon_total?.p50), us(B.daemon_total?.p99), pct(dt, dt)],
+    ['client total (its own clock)', us(B.client_total?.p50), us(B.client_total?.p99), pct(B.client_total?.p50, dt)],
+    ['client + socket (client − daemon)', us(B.client_minus_daemon?.p50), us(B.client_minus_daemon?.p99), pct(B.client_minus_daemon?.p50, dt)],
+  ]));
+  line('   accept = connection event → peer credentials and pidfd; read = until the request frame is in; decode = parse + check it;');
+  line('   decide = resolve, policy, quota and bridge checks; reserve = slot + MAC; bridge = bridge ready; create = TUNSETIFF + ifindex;');
+  line('   configure = address, MTU, master (attach) and up in one RTM_SETLINK; verify = owner/queue check (RTM_GETLINK);');
+  line('   journal = lease journal append; send = reply encoded and sendmsg with the fds. Each p50 is over its own samples:');
+  line('   the p50s need not add up to the total\'s.');
   line('');
 
   const E = R.e2e_command_ms;
@@ -321,6 +383,23 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
     ['tapd open with an up hook (network "hooked")', fmt(L.tapd_open_ms_with_up_hook.p50), fmt(L.tapd_open_ms_with_up_hook.p99),
       `${fmtRatio(ratio(L.tapd_open_ms_with_up_hook.p50, tapd.p50))} tapd without hooks`],
   ]));
+  const X = R.idle_connections;
+  line('');
+  line(`7. Idle connections: ${X.connections} connections that send nothing (goal ${X.connections_goal}; tapd's fd limit ${X.daemon_fd_limit}), from ${X.uids} uids,`);
+  line(`   held ${fmt(X.held_s, 1)} s, within tapd's request-timeout (${X.request_timeout_s} s for this section)`);
+  const kb = (v: number | null) => (v === null ? '—' : `${v} kB`);
+  add(table(['figure', 'value', 'vs'], [
+    ['daemon RSS before / with them / after they closed', `${kb(X.daemon_rss_kb_before)} / ${kb(X.daemon_rss_kb_with)} / ${kb(X.daemon_rss_kb_after)}`,
+      `growth ${X.growth_kb === null ? '—' : `${X.growth_kb >= 0 ? '+' : ''}${X.growth_kb} kB`} (${fmt(X.growth_kb === null ? null : (X.growth_kb * 1024) / X.connections, 0)} bytes/connection; ×${X.connections_goal}: ${fmt(X.growth_kb === null ? null : (X.growth_kb * X.connections_goal) / X.connections / 1024, 1)} MB)`],
+    ['daemon fds before / with / after', `${X.daemon_fds_before} / ${X.daemon_fds_with} / ${X.daemon_fds_after}`, `${X.daemon_threads_with} threads with them`],
+    ['all accepted (tapd counts them) after', `${fmt(X.all_accepted_after_ms)} ms`, `${X.connect_retries} connects retried (backlog full), ${X.connect_failed} failed`],
+    ['all gone (tapd counts none) after release', `${fmt(X.all_closed_after_ms)} ms`, ''],
+    ['refused or dropped by tapd while held', String(X.refused), X.first_refusal ?? ''],
+    ['status while held, p50 / p99', `${fmt(X.status_ms_while_held.p50)} / ${fmt(X.status_ms_while_held.p99)} ms`,
+      `${fmtRatio(ratio(X.status_ms_while_held.p50, X.status_ms_before.p50))} / ${fmtRatio(ratio(X.status_ms_while_held.p99, X.status_ms_before.p99))} before (${fmt(X.status_ms_before.p50)} / ${fmt(X.status_ms_before.p99)} ms)`],
+    ['open while held (sync client), p50 / max', `${fmt(X.open_ms_while_held.p50)} / ${fmt(X.open_ms_while_held.max)} ms`,
+      `${fmtRatio(ratio(X.open_ms_while_held.p50, M['tapd-sync']!.open_ms.p50))} tapd-sync in section 1`],
+  ]));
   if (R.notes.length) {
     line('');
     line('notes');
@@ -336,6 +415,9 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
  * p50, p99, min, max and n). Checked by the integration test on a real run and by the unit test
  * on the fixture, so a figure that stops being measured fails both.
  */
+/** The steps_us keys of an open on a bridged network with no hook and no ovs port, in order. */
+export const OPEN_STEPS = ['accept', 'read', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'journal', 'send'] as const;
+
 export const SUMMARY_PATHS: readonly string[] = [
   ...['tapd', 'tapd-sync', 'tapd-state-on-disk', 'qemu-bridge-helper', 'iproute2', 'ioctl-floor', 'ioctl-floor-c'].map((m) => `methods.${m}.open_ms`),
   'methods.tapd.client_close_ms', 'methods.tapd.client_close_call_to_lease_end_logged_ms',
@@ -350,6 +432,9 @@ export const SUMMARY_PATHS: readonly string[] = [
     'other_client_open_ms_at_n_quiet', 'other_client_open_ms_during_teardown', 'status_ms_at_n_quiet', 'status_ms_during_teardown'].map((k) => `scale.${k}`),
   ...['tmpfs_ms_at_n', 'tmpfs_ms_at_1', 'ext4_ms_at_n', 'ext4_ms_at_1'].map((k) => `scale.lease_journal_append_ms.${k}`),
   ...['fd_close_to_down_hook', 'process_exit_to_down_hook', 'holder_last_close_ms', 'tapd_open_ms_with_up_hook'].map((k) => `lease_end_ms.${k}`),
+  // The steps every bridged open without hooks has (open.ts, server.ts), and the totals.
+  ...[...OPEN_STEPS, 'daemon_total', 'client_total', 'client_minus_daemon'].map((k) => `open_breakdown_us.${k}`),
+  ...['status_ms_before', 'status_ms_while_held', 'open_ms_while_held'].map((k) => `idle_connections.${k}`),
 ];
 
 export const NUMBER_PATHS: readonly string[] = [
@@ -361,7 +446,10 @@ export const NUMBER_PATHS: readonly string[] = [
     'state_file_bytes_at_n', 'tun_devices_at_n', 'lease_journal_append_ms.leases', 'teardown_ms', 'holder_close_all_ms',
     'last_lease_end_after_last_close_ms', 'daemon_rss_kb_after_teardown', 'after_teardown.tun_devices_left', 'after_teardown.list_leases'].map((k) => `scale.${k}`),
   'daemon_rss_kb_at_start', 'bench_seconds',
-  ...['start', '1_open', '2_commands', '4_concurrency', '4b_interference', '5_scale', '6_lease_end'].map((k) => `daemon_rss_kb_after_section.${k}`),
+  ...['start', '1_open', '2_commands', '4_concurrency', '4b_interference', '5_scale', '6_lease_end', '7_idle_connections'].map((k) => `daemon_rss_kb_after_section.${k}`),
+  ...['connections', 'connections_goal', 'daemon_fd_limit', 'uids', 'request_timeout_s', 'held_s', 'connect_failed', 'connect_retries', 'refused', 'all_accepted_after_ms', 'all_closed_after_ms',
+    'daemon_rss_kb_before', 'daemon_rss_kb_with', 'daemon_rss_kb_after', 'growth_kb', 'daemon_fds_before', 'daemon_fds_with', 'daemon_fds_after',
+    'daemon_threads_with'].map((k) => `idle_connections.${k}`),
 ];
 
 function at(obj: unknown, dotted: string): unknown {

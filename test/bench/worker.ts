@@ -9,6 +9,7 @@
 //                                                      (epoch ms) and exits with the fd still open,
 //                                                      so the kernel closes it at process exit
 import { closeSync } from 'node:fs';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -36,6 +37,13 @@ export interface WorkerOps {
   /** Opens (sync client) one after another for for_ms, gap_ms apart, closing each. */
   probe_opens: [Target & { for_ms: number; gap_ms?: number }, { lat: number[] }];
   list: [{ socket: string }, { leases: number }];
+  /**
+   * n connections that send nothing, held until release_idle; at most `parallel` connecting at a
+   * time, a connect the full backlog refuses (EAGAIN) tried again 5 ms later.
+   */
+  hold_idle: [{ socket: string; n: number; parallel: number }, { connected: number; retries: number; failed: number; first_error?: string; ms: number }];
+  /** Closes the idle connections; `refused`: how many the daemon had closed or answered first (busy, timeout). */
+  release_idle: [Record<string, never>, { released: number; refused: number; first_refusal?: string }];
   /** The daemon's makeTap (src/daemon/networks.ts) in-process: TUNSETIFF, MAC, BRADDIF, up, index, MTU. */
   floor: [{ bridge: string }, { ms: number; close_ms: number; ifname: string }];
 }
@@ -61,6 +69,35 @@ const sys = await load<typeof SysLib>('sys/index.js');
 const held: number[] = [];
 const closeFds = (fds: number[]) => fds.forEach((fd) => closeSync(fd));
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Idle connections (hold_idle); `refusals`: what the daemon said or did to one before we let go. */
+const idle: net.Socket[] = [];
+const refusals: string[] = [];
+
+/** One idle connection, once connected; EAGAIN (backlog full) is retried. */
+async function connectIdle(socket: string): Promise<{ s: net.Socket; retries: number }> {
+  for (let retries = 0; ; retries++) {
+    const s = net.connect(socket);
+    const err = await new Promise<(Error & { code?: string }) | undefined>((resolve) => {
+      s.once('connect', () => resolve(undefined));
+      s.once('error', resolve);
+    });
+    if (!err) {
+      let seen = false;
+      const refused = (what: string) => {
+        if (seen || !idle.includes(s)) return;
+        seen = true;
+        refusals.push(what);
+      };
+      s.on('data', (d: Buffer) => refused(`reply: ${d.subarray(4).toString().slice(0, 200)}`));
+      s.on('close', () => refused('closed by the daemon'));
+      s.on('error', () => {});
+      return { s, retries };
+    }
+    s.destroy();
+    if (err.code !== 'EAGAIN' || retries >= 1000) throw err;
+    await pause(5);
+  }
+}
 
 async function openOnce(c: Target & { sync?: boolean }) {
   const t0 = performance.now();
@@ -132,6 +169,32 @@ const COMMANDS: Handlers = {
   async list(c) {
     const r = client.requestSync(c.socket, { op: 'list' });
     return { leases: (r.body.leases as unknown[]).length };
+  },
+  async hold_idle(c) {
+    const t0 = performance.now();
+    let next = 0;
+    let retries = 0;
+    const errors: string[] = [];
+    const lane = async () => {
+      while (next < c.n) {
+        next++;
+        try {
+          const r = await connectIdle(c.socket);
+          idle.push(r.s);
+          retries += r.retries;
+        } catch (err) {
+          const e = err as Error & { code?: string };
+          errors.push(`${e.code ?? ''} ${e.message}`.trim());
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: c.parallel }, lane));
+    return { connected: idle.length, retries, failed: errors.length, ...(errors[0] ? { first_error: errors[0] } : {}), ms: performance.now() - t0 };
+  },
+  async release_idle() {
+    const all = idle.splice(0);
+    for (const s of all) s.destroy();
+    return { released: all.length, refused: refusals.length, ...(refusals[0] ? { first_refusal: refusals[0] } : {}) };
   },
   async floor(c) {
     const bridge = sys.IfName.parse(c.bridge);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, expect, it } from 'vitest';
 import { ROOT, tempDir } from '../helpers/netns.js';
-import { missingFigures, type BenchResults } from '../bench/report.js';
+import { missingFigures, OPEN_STEPS, type BenchResults } from '../bench/report.js';
 
 const run = promisify(execFile);
 const BRIDGE_CONF = '/etc/qemu/bridge.conf';
@@ -43,7 +43,14 @@ it('a quick bench run writes every figure, prints the table and leaves nothing b
   // The bench's config allows 128 connections per user, so its 64 clients (one uid) are all served.
   expect(results.concurrency['64']).toMatchObject({ clients: 64, errors: 0 });
   expect(results.scale.after_teardown).toEqual({ tun_devices_left: 0, list_leases: 0, fresh_open_ok: true });
-  for (const h of ['1. Open latency', '4. Concurrency', '6. Lease end', `results in ${out}`]) expect(r.stdout).toContain(h);
+  // Every idle connection was held to the end (request-timeout raised for the section), and then let go.
+  const idle = results.idle_connections;
+  expect(idle).toMatchObject({ connections: idle.connections_goal, connect_failed: 0, refused: 0, daemon_fds_after: idle.daemon_fds_before });
+  expect(idle.daemon_fds_with! - idle.daemon_fds_before!).toBeGreaterThanOrEqual(2 * idle.connections); // a socket and a pidfd each
+  // The daemon logged steps_us for every tapd open of section 1.
+  expect(Object.keys(results.open_breakdown_us)).toEqual([...OPEN_STEPS, 'daemon_total', 'client_total', 'client_minus_daemon']);
+  expect(results.open_breakdown_us.daemon_total!.n).toBe(results.methods.tapd!.open_ms.n);
+  for (const h of ['1. Open latency', '1b. Where a tapd open', '4. Concurrency', '6. Lease end', '7. Idle connections', `results in ${out}`]) expect(r.stdout).toContain(h);
   expect(r.stdout).not.toMatch(/this machine/i);
 
   expect(benchTraces().filter((t) => !before.includes(t))).toEqual([]);

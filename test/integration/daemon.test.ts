@@ -102,6 +102,22 @@ describe('tapd daemon', () => {
     expect(taps()).toEqual([]);
   });
 
+  it('logs where an open\'s time went: lease_start has every step of the open path, adding up to less than the client waited', async () => {
+    const [open] = client(host, d.socket, [{ op: 'open', network: 'lan', timed: true }], me);
+    expect(open).toMatchObject({ ok: true, fds: 1 });
+    const lease = (open!.body as { lease: { id: string } }).lease;
+    const start = await d.waitFor('lease_start', { lease: lease.id });
+    const steps = start.steps_us as Record<string, number>;
+    // In the order they ran; network lan has an up hook, and no ovs port.
+    expect(Object.keys(steps)).toEqual(['accept', 'read', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'hook', 'journal', 'send']);
+    for (const [k, us] of Object.entries(steps)) expect(Number.isInteger(us) && us >= 0, `${k} = ${us}`).toBe(true);
+    const total = Object.values(steps).reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThan(0);
+    // The daemon's steps lie between the client's connect and its receipt of the fds.
+    expect(total).toBeLessThanOrEqual((open!.ms as number) * 1000);
+    await d.waitFor('lease_end', { lease: lease.id });
+  });
+
   it('denies a client no rule permits, and no device appears', () => {
     const [r] = client(host, d.socket, [{ op: 'open', network: 'lan' }], STRANGER);
     expect(r).toMatchObject({ ok: false, code: 'denied' });

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  fmt, leafPaths, missingFigures, openRatios, quantile, renderReport, summary, table, type BenchCounts, type BenchResults,
+  fmt, leafPaths, missingFigures, OPEN_STEPS, openRatios, quantile, renderReport, summary, table, us, type BenchCounts, type BenchResults,
 } from '../../test/bench/report.js';
 
 const FIXTURE = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../fixtures/bench-results.json');
@@ -57,12 +57,37 @@ describe('the results JSON', () => {
     ]);
   });
 
+  it('a step of the open breakdown or an idle-connection figure that is missing is named', () => {
+    const r = load();
+    delete r.open_breakdown_us.verify;
+    r.idle_connections.growth_kb = null;
+    delete (r.idle_connections as Partial<BenchResults['idle_connections']>).status_ms_while_held;
+    expect(missingFigures(r)).toEqual([
+      ...['p50', 'p99', 'min', 'max', 'n'].map((q) => `open_breakdown_us.verify.${q} = undefined`),
+      ...['p50', 'p99', 'min', 'max', 'n'].map((q) => `idle_connections.status_ms_while_held.${q} = undefined`),
+      'idle_connections.growth_kb = null',
+    ]);
+  });
+
+  it('the breakdown has the steps of the open path in order; they and the client\'s part add up as measured', () => {
+    const b = load().open_breakdown_us;
+    expect(Object.keys(b)).toEqual([...OPEN_STEPS, 'daemon_total', 'client_total', 'client_minus_daemon']);
+    for (const k of Object.keys(b)) expect(b[k]!.n, k).toBe(b.daemon_total!.n);
+    // Per open, the steps add up to daemon_total and the daemon's time lies within the client's.
+    expect(b.client_minus_daemon!.min).toBeGreaterThanOrEqual(0);
+    expect(b.daemon_total!.max).toBeLessThanOrEqual(b.client_total!.max!);
+  });
+
   it('keeps the key names of issue 13 and of the runs before it', () => {
     const keys = new Set(leafPaths(load()));
     for (const k of ['methods.tapd.open_ms.p50', 'methods.qemu-bridge-helper.open_ms.p99', 'e2e_command_ms.tapctl_run.p50',
       'e2e_command_ms.tapd-bridge-helper.p50', 'cold_start.first_open_ms.p50', 'concurrency.64.opens_per_s', 'concurrency.64.errors',
       'scale.daemon_rss_kb_at_n', 'scale.daemon_rss_kb_before', 'scale.daemon_rss_kb_after_teardown', 'daemon_rss_kb_at_start',
-      'daemon_rss_kb_after_section.6_lease_end', 'scale.lease_journal_append_ms.ext4_ms_at_n.p50', 'notes']) {
+      'daemon_rss_kb_after_section.6_lease_end', 'scale.lease_journal_append_ms.ext4_ms_at_n.p50', 'notes',
+      // Asked for by issue 13 after the first runs.
+      'open_breakdown_us.create.p50', 'open_breakdown_us.send.p99', 'open_breakdown_us.client_minus_daemon.p50',
+      'idle_connections.connections', 'idle_connections.daemon_rss_kb_before', 'idle_connections.daemon_rss_kb_with',
+      'idle_connections.daemon_rss_kb_after', 'idle_connections.growth_kb', 'idle_connections.status_ms_while_held.p50', 'idle_connections.refused']) {
       expect(keys, k).toContain(k);
     }
   });
@@ -76,7 +101,7 @@ describe('the table', () => {
   it('prints every section with the figures of the results', () => {
     const r = load();
     const report = renderReport(r, COUNTS);
-    for (const h of ['1. Open latency', '2. Whole commands', '3. Cold start', '4. Concurrency', '5. Scale', '6. Lease end']) {
+    for (const h of ['1. Open latency', '1b. Where a tapd open\'s time goes', '2. Whole commands', '3. Cold start', '4. Concurrency', '5. Scale', '6. Lease end', '7. Idle connections']) {
       expect(report).toContain(h);
     }
     for (const m of Object.keys(r.methods)) {
@@ -89,6 +114,16 @@ describe('the table', () => {
     expect(c64[c64.length - 1]).toBe(String(r.concurrency['64']!.errors));
     expect(report).toContain(`(${COUNTS.open} runs each, ${COUNTS.blocks} interleaved block(s)`);
     expect(report).toContain(`temp dir's disk: ${r.machine.temp_dir_fs}`);
+    for (const step of OPEN_STEPS) {
+      const cells = rowOf(report, step)!.split(/\s{2,}/);
+      expect(cells.slice(1, 3), step).toEqual([us(r.open_breakdown_us[step]!.p50), us(r.open_breakdown_us[step]!.p99)]);
+    }
+    expect(rowOf(report, 'client + socket (client − daemon)')).toContain(us(r.open_breakdown_us.client_minus_daemon!.p50));
+    const X = r.idle_connections;
+    expect(report).toContain(`7. Idle connections: ${X.connections} connections that send nothing`);
+    expect(rowOf(report, 'daemon RSS before / with them / after they closed')).toContain(
+      `${X.daemon_rss_kb_before} kB / ${X.daemon_rss_kb_with} kB / ${X.daemon_rss_kb_after} kB  growth +${X.growth_kb} kB`);
+    expect(rowOf(report, 'refused or dropped by tapd while held')!.split(/\s{2,}/)[1]).toBe(String(X.refused));
   });
 
   it('says facts only: no claims about the machine, no notes section when there are none', () => {

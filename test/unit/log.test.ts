@@ -24,7 +24,8 @@ describe('JSON records', () => {
   it('carry the peer under peer_* and no key twice, even when a field is named like one of pino\'s', () => {
     const { log, lines } = capture('json', false);
     // The fields of the real calls (open.ts lease_start, server.ts request_refused), and the worst case.
-    log.info({ event: 'lease_start', lease: 'ab', uid: 1000, peer_uid: 0, peer_pid: 4242, network: 'lan', ifname: 'tap0', ifindex: 7, mac: '52:54:00:00:00:01', result: 'granted', reason: 'permitted' }, 'lease started');
+    log.info({ event: 'lease_start', lease: 'ab', uid: 1000, peer_uid: 0, peer_pid: 4242, network: 'lan', ifname: 'tap0', ifindex: 7, mac: '52:54:00:00:00:01', result: 'granted', reason: 'permitted',
+      steps_us: { accept: 310, read: 95, decode: 60, decide: 120, reserve: 40, bridge: 30, create: 400, configure: 350, verify: 90, journal: 50, send: 120 } }, 'lease started');
     log.info({ event: 'request_refused', op: 'open', peer_uid: 65534, peer_pid: 77, result: 'denied', reason: 'no rule' }, 'request refused');
     log.warn({ event: 'x', level: 'fake', priority: 0, time: 1, svc: 'other', msg: 'fake', pid: 9 }, 'real message');
     expect(lines).toHaveLength(3);
@@ -32,6 +33,7 @@ describe('JSON records', () => {
     const [start, , worst] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(start).toMatchObject({ level: 'info', priority: 6, svc: 'tapd', uid: 1000, peer_uid: 0, peer_pid: 4242, msg: 'lease started' });
     expect(start).not.toHaveProperty('pid');
+    expect(start!.steps_us).toMatchObject({ accept: 310, send: 120 }); // one object, its own keys
     expect(worst).toMatchObject({ level: 'warn', priority: 4, msg: 'real message', field_level: 'fake', field_msg: 'fake', pid: 9 });
   });
 

@@ -192,7 +192,7 @@ export async function openMacvtap(ctx: DaemonContext, peer: Peer, req: OpenReque
         // Closing ours: if nobody took them, these are the last closes and the watch ends the lease.
         for (const fd of mine) closeAsync(fd, () => {});
         ctx.log.info({ event: ok ? 'lease_start' : 'lease_undelivered', lease: active.id, uid: active.ownerUid, peer_uid: peer.uid, peer_pid: peer.pid,
-          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, kind: 'macvtap', reason: p.permit.reason, steps_us: steps.us },
+          network: net.name, ifname: active.ifname, ifindex, mac: active.mac, kind: 'macvtap', result: ok ? 'granted' : 'undelivered', reason: p.permit.reason, steps_us: steps.us },
         ok ? 'lease started' : 'reply not delivered; lease ends');
       },
     };

@@ -189,6 +189,14 @@ async function settle(sinceEpochMs: number): Promise<void> {
   if (left > 0) await sleep(left);
 }
 
+/** One open and close on `d`'s lan network through `user`; resolves once tapd ended the lease and the settle time passed. */
+async function openSettled(user: Worker, d: Daemon, sync = false): Promise<WorkerOps['open_close'][1]> {
+  const r = await user.call('open_close', { socket: d.socket, network: 'lan', sync });
+  await d.leaseEnded(r.lease);
+  await settle(r.close_start_epoch_ms);
+  return r;
+}
+
 async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   if (!(await until(cond, timeoutMs, 5))) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
@@ -486,11 +494,7 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
     }
   };
   // Warm the daemon and the client (ffi-rs, page cache) before anything counts.
-  for (let i = 0; i < 30; i++) {
-    const r = await user.call('open_close', { socket: daemon.socket, network: 'lan' });
-    await daemon.leaseEnded(r.lease);
-    await settle(r.close_start_epoch_ms);
-  }
+  for (let i = 0; i < 30; i++) await openSettled(user, daemon);
   for (let i = 0; i < 20; i++) await rootw.call('floor', { bridge: 'br0' });
 
   for (let b = 0; b < N.blocks; b++) {
@@ -537,9 +541,7 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
   try {
     const n = Math.min(N.open, 100);
     for (let i = 0; i < n + 10; i++) {
-      const r = await user.call('open_close', { socket: disk.socket, network: 'lan' });
-      await disk.leaseEnded(r.lease);
-      await settle(r.close_start_epoch_ms);
+      const r = await openSettled(user, disk);
       if (i >= 10) add('tapd-state-on-disk', 'open', [r.ms]);
     }
   } finally {
@@ -791,10 +793,7 @@ async function phaseScale(daemon: Daemon, user: Worker, rootw: Worker, stateDir:
   // Open latency with N live: one more lease at a time, each ended before the next.
   const atN: number[] = [];
   for (let i = 0; i < (QUICK ? 5 : 30); i++) {
-    const r = await user.call('open_close', { socket, network: 'lan', sync: true });
-    await daemon.leaseEnded(r.lease);
-    await settle(r.close_start_epoch_ms);
-    atN.push(r.ms);
+    atN.push((await openSettled(user, daemon, true)).ms);
   }
   // The kernel's share: the same ioctls with no daemon, on a bridge with N ports.
   const floorAtN: number[] = [];
@@ -948,10 +947,7 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
     const statusHeld = (await user.call('status', { socket, n: 20 })).lat;
     const openHeld: number[] = [];
     for (let i = 0; i < (QUICK ? 3 : 10); i++) {
-      const r = await user.call('open_close', { socket, network: 'lan', sync: true });
-      await daemon.leaseEnded(r.lease);
-      await settle(r.close_start_epoch_ms);
-      openHeld.push(r.ms);
+      openHeld.push((await openSettled(user, daemon, true)).ms);
     }
     const heldS = (performance.now() - t0) / 1000;
     const released = await Promise.all(holders.map((h) => h.call('release_idle', {})));

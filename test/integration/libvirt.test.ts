@@ -216,7 +216,9 @@ class Session {
     }
     for (const d of [...this.daemons].reverse()) {
       if (d.proc.exitCode === null && d.proc.signalCode === null) d.proc.kill('SIGTERM');
-      const done = await Promise.race([d.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const done = await Promise.race([d.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 15_000)))]);
+      clearTimeout(timer);
       if (!done) {
         d.proc.kill('SIGKILL');
         await d.exited;

@@ -130,6 +130,8 @@ export const C = {
   ENOENT: 2,
   EACCES: 13,
   EEXIST: 17,
+  EALREADY: 114,
+  EISCONN: 106,
 } as const;
 
 /** sizeof and offsetof, named `struct.field` (offsets) and `sizeof struct` (sizes). */

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { SystemError } from '../errors/system-error.js';
+import { C } from './constants.js';
 
 // ffi-rs is CommonJS: require() skips the ESM loader's export scan of it. Its loader calls
 // process.report.getReport() (~7 ms, every process start) only to tell glibc from musl. When
@@ -107,6 +108,26 @@ function check(syscall: string, r: Result, ctx: Ctx): number {
   return value;
 }
 
+const { EINTR, EALREADY, EISCONN } = C;
+
+/**
+ * A blocking call that a signal can interrupt (EINTR: a handler without SA_RESTART ran, e.g.
+ * V8's SIGPROF under --cpu-prof, or a debugger's), made again until it is not interrupted.
+ */
+function uninterrupted(syscall: string, call: () => Result, ctx: Ctx): number {
+  for (;;) {
+    const r = call();
+    if (Number(r.value) >= 0 || r.errnoCode !== EINTR) return check(syscall, r, ctx);
+  }
+}
+
+async function uninterruptedAsync(syscall: string, call: () => Promise<Result>, ctx: Ctx): Promise<number> {
+  for (;;) {
+    const r = await call();
+    if (Number(r.value) >= 0 || r.errnoCode !== EINTR) return check(syscall, r, ctx);
+  }
+}
+
 /** Address of a Buffer's memory; valid while the Buffer is referenced. */
 export function addressOf(buf: Buffer): bigint {
   return raw.memmove([buf, buf, 0]) as bigint;
@@ -140,11 +161,28 @@ export function sysSocketpair(domain: number, type: number, ctx: Ctx): [number, 
 }
 
 export function sysConnect(fd: number, addr: Buffer, ctx: Ctx): void {
-  check('connect', raw.connect([fd, addr, addr.length]), ctx);
+  connected(raw.connect([fd, addr, addr.length]), () => raw.connect([fd, addr, addr.length]), ctx);
+}
+
+/**
+ * An interrupted connect() goes on in the kernel (connect(2)); asking again says EISCONN once it
+ * is through (or EALREADY while it is not: asked again).
+ */
+function connected(first: Result, again: () => Result, ctx: Ctx): void {
+  let r = first;
+  let interrupted = false;
+  while (Number(r.value) < 0 && (r.errnoCode === EINTR || (interrupted && r.errnoCode === EALREADY))) {
+    interrupted = true;
+    r = again();
+  }
+  if (interrupted && Number(r.value) < 0 && r.errnoCode === EISCONN) return;
+  check('connect', r, ctx);
 }
 
 export async function sysConnectAsync(fd: number, addr: Buffer, ctx: Ctx): Promise<void> {
-  check('connect', await threaded.connect([fd, addr, addr.length]), ctx);
+  const first = await threaded.connect([fd, addr, addr.length]);
+  // Asked again on this thread: after EINTR the connect is already under way, so it does not block long.
+  connected(first, () => raw.connect([fd, addr, addr.length]), ctx);
 }
 
 export function sysBind(fd: number, addr: Buffer, ctx: Ctx): void {
@@ -168,27 +206,27 @@ export function sysSetsockopt(fd: number, level: number, name: number, value: Bu
 }
 
 export function sysSendmsg(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): number {
-  return check('sendmsg', raw.sendmsg([fd, msghdr, flags]), ctx);
+  return uninterrupted('sendmsg', () => raw.sendmsg([fd, msghdr, flags]), ctx);
 }
 
 export function sysRecvmsg(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): number {
-  return check('recvmsg', raw.recvmsg([fd, msghdr, flags]), ctx);
+  return uninterrupted('recvmsg', () => raw.recvmsg([fd, msghdr, flags]), ctx);
 }
 
 export async function sysRecvmsgAsync(fd: number, msghdr: Buffer, flags: number, ctx: Ctx): Promise<number> {
-  return check('recvmsg', await threaded.recvmsg([fd, msghdr, flags]), ctx);
+  return uninterruptedAsync('recvmsg', () => threaded.recvmsg([fd, msghdr, flags]), ctx);
 }
 
 export function sysSend(fd: number, data: Buffer, flags: number, ctx: Ctx): number {
-  return check('send', raw.send([fd, data, data.length, flags]), ctx);
+  return uninterrupted('send', () => raw.send([fd, data, data.length, flags]), ctx);
 }
 
 export function sysRecv(fd: number, into: Buffer, flags: number, ctx: Ctx): number {
-  return check('recv', raw.recv([fd, into, into.length, flags]), ctx);
+  return uninterrupted('recv', () => raw.recv([fd, into, into.length, flags]), ctx);
 }
 
 export function sysRead(fd: number, into: Buffer, ctx: Ctx): number {
-  return check('read', raw.read([fd, into, into.length]), ctx);
+  return uninterrupted('read', () => raw.read([fd, into, into.length]), ctx);
 }
 
 export function sysInotifyInit(flags: number, ctx: Ctx): number {

@@ -538,4 +538,5 @@ registerHotplug(program, act, socketOf, defaultNetwork);
 // First thing, while /proc/self is still readable: after sudo's setuid the process is not dumpable
 // and /proc/self/fd belongs to root. Fds opened later are Node's own, all close-on-exec.
 closeOnExecAll();
-await program.parseAsync();
+// No top-level await: the command is bundled as CommonJS (scripts/bundle.mjs). act() handles its own errors.
+void program.parseAsync();

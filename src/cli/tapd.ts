@@ -63,6 +63,8 @@ if (opts.checkConfig) {
   process.exit(result.ok ? 0 : 1);
 }
 
+// No top-level await: the command is bundled as CommonJS (scripts/bundle.mjs).
+void (async () => {
 try {
   const daemon = await startDaemon({
     configPath: opts.config,
@@ -88,3 +90,4 @@ try {
   }
   process.exit(1);
 }
+})();

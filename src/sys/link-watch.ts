@@ -189,7 +189,8 @@ export class LinkWatch extends EventEmitter<LinkWatchEvents> {
   private startWorker(): void {
     // The worker blocks in recv(); a timeout lets it notice stop() within 200 ms.
     this.fd = subscribe(200_000, this.opts.rcvbuf ?? RCVBUF);
-    const url = new URL('./link-watch-worker.js', import.meta.url);
+    // '../sys/': the same directory from dist/sys/, and dist/sys/ from the bundled dist/cli/tapd.js.
+    const url = new URL('../sys/link-watch-worker.js', import.meta.url);
     this.worker = new Worker(url, { workerData: { fd: this.fd, stop: this.stop } });
     this.worker.on('message', (m: LinkEvent | { kind: 'overflow'; reason: string }) => {
       if (m.kind === 'overflow') this.emit('overflow', m.reason);

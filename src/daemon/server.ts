@@ -1,6 +1,6 @@
-// The socket side. One request per connection: accept, learn who the peer is from the kernel,
-// read one size-capped frame within the deadline, check the table's `who`, run the handler,
-// write the reply within the deadline, close. A bad or slow peer loses its own connection, and
+// The socket side. One request per connection: accept (the peer's uid from the kernel, against
+// the connection caps), read one size-capped frame within the deadline, learn which process
+// connected, check the table's `who`, run the handler, write the reply within the deadline, close. A bad or slow peer loses its own connection, and
 // a uid over its connection share is refused at once, so nobody can starve the others.
 import net from 'node:net';
 import { isPeerErrorCode, type PeerErrorCode } from '../errors/codes.js';
@@ -21,39 +21,75 @@ function fdOf(socket: net.Socket): number {
   return fd;
 }
 
-export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => void): void {
+export interface ServeOptions {
+  /**
+   * Use SO_PEERPIDFD (default: when the kernel has it, learned from the first connection).
+   * false: identify at accept by pid + start time, as on a kernel without it (tests).
+   */
+  peerPidfd?: boolean;
+}
+
+/** Does this kernel have SO_PEERPIDFD? One getsockopt on the first connection answers it for good. */
+let kernelPeerPidfd: boolean | undefined;
+function hasPeerPidfd(fd: number): boolean {
+  if (kernelPeerPidfd === undefined) {
+    const got = sys.peerPidfd(fd);
+    if (got.kind === 'pidfd') sys.closeFd(got.fd);
+    kernelPeerPidfd = got.kind !== 'unsupported';
+  }
+  return kernelPeerPidfd;
+}
+
+export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => void, opts: ServeOptions = {}): void {
   server.on('connection', (socket) => {
     const steps = new Steps();
     onActivity();
     socket.on('error', () => socket.destroy());
     const c = ctx.connections;
-    let peer: IdentifiedPeer;
+    let cred: sys.PeerCred;
+    let peer: IdentifiedPeer | undefined;
     try {
+      const fd = fdOf(socket);
       // The uid first (one getsockopt): a connection over its uid's share costs no more than that.
-      const { uid } = sys.peerCred(fdOf(socket));
+      cred = sys.peerCred(fd);
       const { maxConnections, maxConnectionsPerUser } = ctx.policy.limits;
-      if (c.total >= maxConnections) return refuse(socket, ctx, uid, 'tapd is serving too many clients');
-      if ((c.byUid.get(uid) ?? 0) >= maxConnectionsPerUser) return refuse(socket, ctx, uid, 'you have too many connections open to tapd');
-      // Bound to the process that connected (pidfd + start time), not whoever has its pid later.
-      peer = identifyPeer(fdOf(socket));
+      if (c.total >= maxConnections) return refuse(socket, ctx, cred.uid, 'tapd is serving too many clients');
+      if ((c.byUid.get(cred.uid) ?? 0) >= maxConnectionsPerUser) return refuse(socket, ctx, cred.uid, 'you have too many connections open to tapd');
+      steps.mark('accept');
+      // With SO_PEERPIDFD the kernel keeps the connecting process's struct pid from connect() on,
+      // so identifying once the request is in binds the same process, and an idle connection
+      // holds no pidfd. Without it, pid + start time are only as good as how early they are read.
+      if (opts.peerPidfd === false || !hasPeerPidfd(fd)) {
+        peer = identifyPeer(fd, { pidfd: opts.peerPidfd !== false });
+        steps.mark('identify');
+      }
     } catch (err) {
       ctx.log.error({ event: 'connection_refused', reason: String((err as Error).message) }, 'no peer credentials');
       socket.destroy();
       return;
     }
-    steps.mark('accept');
-    const { uid } = peer;
+    const { uid } = cred;
     c.total++;
     c.byUid.set(uid, (c.byUid.get(uid) ?? 0) + 1);
     socket.once('close', () => {
-      peer.close();
+      peer?.close();
       c.total--;
       const n = (c.byUid.get(uid) ?? 1) - 1;
       if (n > 0) c.byUid.set(uid, n);
       else c.byUid.delete(uid);
       onActivity();
     });
-    void converse(socket, peer, ctx, steps);
+    const identify = (): IdentifiedPeer => {
+      if (peer === undefined) {
+        // Bound to the process that called connect() (pidfd + start time), not whoever has its
+        // pid now: if it has exited, the binding is 'none' and polkit says no.
+        peer = identifyPeer(fdOf(socket));
+        if (socket.destroyed) peer.close(); // closed while we looked: 'close' has run already
+        steps.mark('identify');
+      }
+      return peer;
+    };
+    void converse(socket, cred, identify, ctx, steps);
   });
 }
 
@@ -105,16 +141,18 @@ export function refusalLevel(code: PeerErrorCode): 'error' | 'warn' | 'info' {
   return code === 'limit' ? 'warn' : 'info';
 }
 
-async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext, steps: Steps): Promise<void> {
+async function converse(socket: net.Socket, cred: sys.PeerCred, identify: () => IdentifiedPeer, ctx: DaemonContext, steps: Steps): Promise<void> {
   const { requestTimeoutMs } = ctx.policy.limits;
   const progress = (body: object) => {
     if (!socket.destroyed) socket.write(encodeFrame({ v: 1, ok: true, ...body }));
   };
   let op = 'none';
   let reply: Reply;
+  let peer: IdentifiedPeer | undefined;
   try {
     const frame = await readRequest(socket, requestTimeoutMs);
     steps.mark('read');
+    peer = identify();
     const request = decodeRequest(parseJsonObject(frame));
     op = request.op;
     steps.mark('decode');
@@ -123,15 +161,18 @@ async function converse(socket: net.Socket, peer: Peer, ctx: DaemonContext, step
     reply = await row.run(ctx, peer, request, progress, steps);
   } catch (err) {
     if (socket.destroyed) return;
+    // SO_PEERCRED's uid and pid, the same as identifyPeer's (both recorded at connect()), and
+    // how the process was bound ('none': it had gone, so polkit was not asked).
+    const who = { peer_uid: cred.uid, peer_pid: cred.pid, ...(peer ? { peer_binding: peer.binding } : {}) };
     if (err instanceof TapdError && isPeerErrorCode(err.code) && err.code !== 'internal') {
       const reason = err instanceof DeniedError && err.logReason ? err.logReason : err.message;
       // By trust, as dhcpleased does: what the peer did wrong or may not do is no admin's error;
       // a failing hook, a missing bridge or a broken config are.
-      ctx.log[refusalLevel(err.code)]({ event: 'request_refused', op, peer_uid: peer.uid, peer_pid: peer.pid, result: err.code, reason }, 'request refused');
+      ctx.log[refusalLevel(err.code)]({ event: 'request_refused', op, ...who, result: err.code, reason }, 'request refused');
       reply = { body: errorReply(err.code, err.message) };
     } else {
       // Kernel failures and bugs stay in our log; the peer learns only that it was on our side.
-      ctx.log.error({ event: 'internal_error', op, peer_uid: peer.uid, peer_pid: peer.pid, reason: String((err as Error)?.stack ?? err) }, 'internal error');
+      ctx.log.error({ event: 'internal_error', op, ...who, reason: String((err as Error)?.stack ?? err) }, 'internal error');
       reply = { body: errorReply('internal', 'tapd failed to handle the request; an admin can find why in the tapd log') };
     }
   }

@@ -416,7 +416,7 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
  * on the fixture, so a figure that stops being measured fails both.
  */
 /** The steps_us keys of an open on a bridged network with no hook and no ovs port, in order. */
-export const OPEN_STEPS = ['accept', 'read', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'journal', 'send'] as const;
+export const OPEN_STEPS = ['accept', 'read', 'identify', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'journal', 'send'] as const;
 
 export const SUMMARY_PATHS: readonly string[] = [
   ...['tapd', 'tapd-sync', 'tapd-state-on-disk', 'qemu-bridge-helper', 'iproute2', 'ioctl-floor', 'ioctl-floor-c'].map((m) => `methods.${m}.open_ms`),

@@ -298,7 +298,8 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
     ['client total (its own clock)', us(B.client_total?.p50), us(B.client_total?.p99), pct(B.client_total?.p50, dt)],
     ['client + socket (client − daemon)', us(B.client_minus_daemon?.p50), us(B.client_minus_daemon?.p99), pct(B.client_minus_daemon?.p50, dt)],
   ]));
-  line('   accept = connection event → peer credentials and pidfd; read = until the request frame is in; decode = parse + check it;');
+  line('   accept = connection event → the uid (SO_PEERCRED) and the connection caps; read = until the request frame is in;');
+  line('   identify = credentials, groups, pidfd and start time of the process that connected; decode = parse + check it;');
   line('   decide = resolve, policy, quota and bridge checks; reserve = slot + MAC; bridge = bridge ready; create = TUNSETIFF + ifindex;');
   line('   configure = address, MTU, master (attach) and up in one RTM_SETLINK; verify = owner/queue check (RTM_GETLINK);');
   line('   journal = lease journal append; send = reply encoded and sendmsg with the fds. Each p50 is over its own samples:');

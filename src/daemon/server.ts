@@ -221,7 +221,7 @@ export function serve(server: net.Server, ctx: DaemonContext, onActivity: () => 
       if (opts.peerPidfd === false || !hasPeerPidfd(fd)) {
         steps = new Steps(t0);
         steps.mark('accept');
-        peer = identifyPeer(fd, { pidfd: opts.peerPidfd !== false });
+        peer = identifyPeer(fd, { pidfd: false });
         steps.mark('identify');
       }
     } catch (err) {

@@ -81,11 +81,28 @@ export function formatDuration(seconds: number): string {
   return parts.join(' ');
 }
 
+interface Memory { rss_kb: number; heap_used_kb: number; heap_total_kb: number; external_kb: number; array_buffers_kb: number }
+
+function isMemory(v: unknown): v is Memory {
+  return typeof v === 'object' && v !== null && ['rss_kb', 'heap_used_kb', 'heap_total_kb', 'external_kb', 'array_buffers_kb']
+    .every((k) => typeof (v as Record<string, unknown>)[k] === 'number');
+}
+
+function mb(kb: number): string {
+  return `${(kb / 1024).toFixed(1)} MB`;
+}
+
+/** The daemon's memory on one line: what the kernel charges it, and how much of that is V8's heap. */
+function formatMemory(m: Memory): string {
+  return `${mb(m.rss_kb)} resident; V8 heap ${mb(m.heap_used_kb)} used of ${mb(m.heap_total_kb)}; external ${mb(m.external_kb)} (buffers ${mb(m.array_buffers_kb)})`;
+}
+
 export function formatStatus(status: Record<string, unknown>): string {
   const rows: string[][] = [];
   for (const [key, value] of Object.entries(status)) {
     if (key === 'uptime_s' && typeof value === 'number') rows.push(['uptime', formatDuration(value)]);
     else if (key === 'hook_timeout_ms' && typeof value === 'number') rows.push(['hook timeout', value < 1000 ? `${value} ms` : formatDuration(value / 1000)]);
+    else if (key === 'memory' && isMemory(value)) rows.push(['memory', formatMemory(value)]);
     else rows.push([key, typeof value === 'object' ? JSON.stringify(value) : String(value)]);
   }
   return formatTable(rows);

@@ -16,5 +16,5 @@ export interface DaemonContext {
   polkitAllows(subject: Subject, action: string): Promise<boolean>;
 }
 
-/** The caller, from the kernel at accept time (SO_PEERCRED, SO_PEERGROUPS). */
+/** The caller, from the kernel (SO_PEERCRED, SO_PEERGROUPS, SO_PEERPIDFD: all recorded at connect()). */
 export type Peer = Subject;

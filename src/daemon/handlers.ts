@@ -95,12 +95,19 @@ async function handleList(ctx: DaemonContext, peer: Peer, req: ListRequest): Pro
   return ok({ leases: ctx.leases.all().filter((l) => uid === undefined || l.ownerUid === uid).map(leaseInfo) });
 }
 
+/** process.memoryUsage() in kB; the same figures are in /proc/PID/status, which anyone may read. */
+function memoryKb(): Record<string, number> {
+  const m = process.memoryUsage();
+  const kb = (bytes: number) => Math.round(bytes / 1024);
+  return { rss_kb: kb(m.rss), heap_used_kb: kb(m.heapUsed), heap_total_kb: kb(m.heapTotal), external_kb: kb(m.external), array_buffers_kb: kb(m.arrayBuffers) };
+}
+
 async function handleStatus(ctx: DaemonContext): Promise<Reply> {
   return ok({
     status: {
       version: VERSION, protocol: PROTOCOL_VERSION, uptime_s: Math.round((Date.now() - ctx.startedAt) / 1000),
       leases: ctx.leases.all().length, connections: ctx.connections.total, networks: ctx.policy.networks.size,
-      hook_timeout_ms: ctx.policy.limits.hookTimeoutMs,
+      hook_timeout_ms: ctx.policy.limits.hookTimeoutMs, memory: memoryKb(),
     },
   });
 }

@@ -1,10 +1,11 @@
-// Who connected: the kernel's credentials for the peer, and the connecting PROCESS bound at accept.
+// Who connected: the kernel's credentials for the peer, and the connecting PROCESS bound to them.
 //
 // A pid alone names whoever holds that number now. A client can connect, hand the socket to a
 // child and exit; once its pid is reaped the number can go to another process (CVE-2013-4288
-// class). So at accept we take a pidfd for the process that called connect() (SO_PEERPIDFD),
-// read its start time, and confirm through the pidfd that the pid was still the connecting
-// process's when we read it. Later checks (polkit) ask about pid+start time and recheck the pidfd.
+// class). So we take a pidfd for the process that called connect() (SO_PEERPIDFD: the kernel
+// keeps its struct pid from connect() on, so this can wait until the request is in), read its
+// start time, and confirm through the pidfd that the pid was still the connecting process's when
+// we read it. Later checks (polkit) ask about pid+start time and recheck the pidfd.
 import { readFileSync } from 'node:fs';
 import * as sys from '../sys/index.js';
 import type { Subject } from './policy/types.js';
@@ -52,10 +53,10 @@ function liveStat(pid: number): ProcStat | undefined {
   return st === undefined || st.state === 'Z' || st.state === 'X' ? undefined : st;
 }
 
-/** The connecting process as tapd bound it at accept. */
+/** The connecting process as identifyPeer bound it. */
 export interface BoundProcess {
   pid: number;
-  /** Start time captured at accept; undefined: the connecting process could not be bound (gone). */
+  /** Start time captured by identifyPeer; undefined: the connecting process could not be bound (gone). */
   startTime?: string;
   /** pidfd of the connecting process (SO_PEERPIDFD); undefined on kernels without it. */
   pidfd?: number;
@@ -65,7 +66,7 @@ export interface BoundProcess {
 export interface IdentifiedPeer extends Subject {
   readonly startTime: string | undefined;
   readonly pidfd: number | undefined;
-  /** How the process was bound: through a pidfd, by pid + start time at accept, or not at all. */
+  /** How the process was bound: through a pidfd, by pid + start time (at accept), or not at all (it was gone). */
   readonly binding: 'pidfd' | 'pid-start' | 'none';
   /** Closes the pidfd (startTime and pidfd read undefined from then on). Call when the connection closes; idempotent. */
   close(): void;
@@ -77,7 +78,9 @@ export interface IdentifyOptions {
 }
 
 /**
- * Identifies the peer of a connected Unix stream socket. Call right at accept.
+ * Identifies the peer of a connected Unix stream socket. With SO_PEERPIDFD, any time before the
+ * first check that needs the process (the server calls it once the request is in); without it,
+ * right at accept (the fallback reads /proc/PID/stat now).
  *
  * uid/gid/pid are SO_PEERCRED and groups SO_PEERGROUPS (all recorded by the kernel at connect()).
  * With SO_PEERPIDFD (Linux 6.5+): pid is confirmed through the pidfd, and startTime is read from
@@ -135,11 +138,11 @@ export function identifyPeer(sockFd: number, opts: IdentifyOptions = {}): Identi
 }
 
 /**
- * Is the process bound at accept still there, and still the holder of its pid? With a pidfd:
+ * Is the process identifyPeer bound still there, and still the holder of its pid? With a pidfd:
  * the pidfd still shows the same pid before and after reading /proc/PID/stat (so the number has
  * not been freed, let alone reused), the process is not a zombie, and its start time is the one
- * from accept. Without a pidfd: the start time matches (a reuser started later, so it differs
- * unless it started within the same clock tick). No start time from accept: no.
+ * identifyPeer read. Without a pidfd: the start time matches (a reuser started later, so it differs
+ * unless it started within the same clock tick). No start time: no.
  */
 export function stillConnectedProcess(p: BoundProcess): boolean {
   if (p.startTime === undefined || !Number.isSafeInteger(p.pid) || p.pid <= 0) return false;

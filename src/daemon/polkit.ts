@@ -19,7 +19,7 @@ export interface PolkitOptions {
   timeoutMs?: number;
 }
 
-/** The process polkit is asked about: as identifyPeer bound it at accept, and the peer's uid. */
+/** The process polkit is asked about: as identifyPeer bound it, and the peer's uid. */
 export interface PolkitSubject extends BoundProcess {
   uid: number;
 }
@@ -27,12 +27,12 @@ export interface PolkitSubject extends BoundProcess {
 /**
  * Does polkit authorize `actionId` for the process that connected (`subject`, from identifyPeer)?
  *
- * The process is named to polkit as PID,START_TIME,UID with the start time captured at accept,
+ * The process is named to polkit as PID,START_TIME,UID with the start time identifyPeer captured,
  * never one read now: a pid can be reused by another process between connect() and the check
  * (CVE-2013-4288), and polkitd refuses a subject whose start time no longer matches. Before
  * asking, and again after polkit said yes, the pidfd must still show the same pid: then the pid
  * number was the connecting process's throughout polkit's look at it. A subject with no start
- * time (not bound at accept), a process that is gone or a zombie: no.
+ * time (not bound: gone when identified), a process that is gone or a zombie: no.
  *
  * Never asks for interaction (no --allow-user-interaction): an "auth_*" answer is a no. pkcheck
  * runs from argv (no shell) with a clean environment and a timeout. Exit status 0 means yes;

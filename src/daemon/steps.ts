@@ -3,9 +3,19 @@
 // call per step; the open's lease_start record carries them as `steps_us`.
 
 export class Steps {
-  private last = process.hrtime.bigint();
+  private last: bigint;
   /** Step name → microseconds, in the order the steps ran. */
   readonly us: Record<string, number> = {};
+
+  /**
+   * Starts now, or goes on from steps timed before (`done`, the last of them ending at `since`):
+   * the server keeps an idle connection's accept step as two fields and makes its Steps when the
+   * request comes.
+   */
+  constructor(since: bigint = process.hrtime.bigint(), done: Record<string, number> = {}) {
+    this.last = since;
+    Object.assign(this.us, done);
+  }
 
   mark(step: string): void {
     const now = process.hrtime.bigint();

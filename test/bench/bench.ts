@@ -412,9 +412,9 @@ const IDLE = {
   /** The longest request-timeout tapd takes: no idle connection is dropped while the section runs. */
   requestTimeoutS: 300,
   /**
-   * Each connection costs the daemon two fds (the socket and the peer's pidfd), so 10,000 need more
-   * than the common hard limit of 20,000. Raising it needs CAP_SYS_RESOURCE; without it the section
-   * holds as many as fit under the daemon's limit and says so in the notes.
+   * Raised for the section when it can be (CAP_SYS_RESOURCE). An idle connection costs the daemon
+   * one fd (its socket; on a kernel without SO_PEERPIDFD also the pidfd, so the room is reckoned
+   * for two there); without the raise the section holds as many as fit and says so in the notes.
    */
   nofile: 65536,
 };
@@ -892,6 +892,13 @@ async function phaseLeaseEnd(daemon: Daemon, user: Worker): Promise<void> {
 }
 
 /** tapd's own count of open connections (the asking one included), from a status request. */
+/** The daemon's own memory figures (status's `memory`, process.memoryUsage() in kB). */
+interface DaemonMemory { rss_kb: number; heap_used_kb: number; heap_total_kb: number; external_kb: number; array_buffers_kb: number }
+async function memoryOf(socket: string): Promise<DaemonMemory> {
+  const r = await client.request(socket, { op: 'status' });
+  return (r.body.status as { memory: DaemonMemory }).memory;
+}
+
 async function connectionsOf(socket: string): Promise<number> {
   const r = await client.request(socket, { op: 'status' });
   return (r.body.status as { connections: number }).connections;
@@ -903,6 +910,12 @@ function fdCount(pid: number | undefined): number | null {
   } catch {
     return null;
   }
+}
+
+/** SO_PEERPIDFD came with Linux 6.5; tapd then holds no pidfd for an idle connection. */
+function kernelHasPeerPidfd(): boolean {
+  const [major = 0, minor = 0] = os.release().split('.').map((x) => parseInt(x, 10));
+  return major > 6 || (major === 6 && minor >= 5);
 }
 
 /** The soft RLIMIT_NOFILE of a process (node raises its soft limit to the hard one at start). */
@@ -917,12 +930,13 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
   // Raised for this section only: the limits by a reload, the daemon's fd limit with prlimit.
   const raise = sh('prlimit', [`--pid=${daemon.pid}`, `--nofile=${IDLE.nofile}:${IDLE.nofile}`], { allowFail: true });
   const fdLimit = fdLimitOf(daemon.pid);
-  // Two fds per connection, and room for the status and open probes.
-  const fits = Math.floor((fdLimit - (fdCount(daemon.pid) ?? 0) - 64) / 2);
+  // One fd per connection (two on a kernel without SO_PEERPIDFD), and room for the status and open probes.
+  const fdsPerConnection = kernelHasPeerPidfd() ? 1 : 2;
+  const fits = Math.floor((fdLimit - (fdCount(daemon.pid) ?? 0) - 64) / fdsPerConnection);
   const per = Math.floor(Math.min(IDLE.connections, fits) / IDLE.uids.length);
   const n = per * IDLE.uids.length;
   if (n < IDLE.connections) {
-    note(`idle connections: ${n} instead of ${IDLE.connections}: tapd's fd limit is ${fdLimit} (prlimit to ${IDLE.nofile}: ${(raise.stderr || 'ok').trim().split('\n')[0]}) and each connection takes two`);
+    note(`idle connections: ${n} instead of ${IDLE.connections}: tapd's fd limit is ${fdLimit} (prlimit to ${IDLE.nofile}: ${(raise.stderr || 'ok').trim().split('\n')[0]}) and each connection takes ${fdsPerConnection === 1 ? 'one' : 'two'}`);
   }
   progress(`7. ${n} idle connections (${IDLE.uids.length} uids × ${per}), request-timeout ${IDLE.requestTimeoutS} s, fd limit ${fdLimit}`);
   const setLimits = (line: string) => {
@@ -935,7 +949,7 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
   try {
     await Promise.all(holders.map((h) => h.call('list', { socket }))); // loaded, before the baseline
     await sleep(300);
-    const before = { rss: daemon.rssKb(), fds: fdCount(daemon.pid), status: summary((await user.call('status', { socket, n: 20 })).lat) };
+    const before = { rss: daemon.rssKb(), mem: await memoryOf(socket), fds: fdCount(daemon.pid), status: summary((await user.call('status', { socket, n: 20 })).lat) };
     const t0 = performance.now();
     const held = await Promise.all(holders.map((h) => h.call('hold_idle', { socket, n: per, parallel: 16 })));
     const connected = held.reduce((a, h) => a + h.connected, 0);
@@ -943,7 +957,7 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
     await pollUntil(() => connectionsOf(socket), (c) => c >= connected + 1, 60_000, `tapd to count ${connected} connections`);
     const acceptedMs = performance.now() - t0;
     await sleep(300);
-    const withConns = { rss: daemon.rssKb(), fds: fdCount(daemon.pid), threads: procStatus(daemon.pid, 'Threads') };
+    const withConns = { rss: daemon.rssKb(), mem: await memoryOf(socket), fds: fdCount(daemon.pid), threads: procStatus(daemon.pid, 'Threads') };
     const statusHeld = (await user.call('status', { socket, n: 20 })).lat;
     const openHeld: number[] = [];
     for (let i = 0; i < (QUICK ? 3 : 10); i++) {
@@ -955,7 +969,9 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
     await pollUntil(() => connectionsOf(socket), (c) => c === 1, 60_000, 'tapd to count no connection but the asking one');
     const closedMs = performance.now() - t1;
     await sleep(300);
-    const after = { rss: daemon.rssKb(), fds: fdCount(daemon.pid) };
+    const after = { rss: daemon.rssKb(), mem: await memoryOf(socket), fds: fdCount(daemon.pid) };
+    // Bytes per held connection of a figure's growth (kB before → with).
+    const perConn = (b: number | null, w: number | null) => (b === null || w === null || connected === 0 ? null : Math.round(((w - b) * 1024) / connected));
     const refused = released.reduce((a, r) => a + r.refused, 0);
     const failed = held.reduce((a, h) => a + h.failed, 0);
     const firstRefusal = released.find((r) => r.first_refusal)?.first_refusal;
@@ -980,6 +996,17 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
       daemon_fds_with: withConns.fds,
       daemon_fds_after: after.fds,
       daemon_threads_with: withConns.threads,
+      fds_per_connection: before.fds === null || withConns.fds === null || connected === 0 ? null : round((withConns.fds - before.fds) / connected, 2),
+      // The daemon's own view (status memory): V8's heap apart from the rest.
+      heap_used_kb_before: before.mem.heap_used_kb, heap_used_kb_with: withConns.mem.heap_used_kb, heap_used_kb_after: after.mem.heap_used_kb,
+      heap_total_kb_before: before.mem.heap_total_kb, heap_total_kb_with: withConns.mem.heap_total_kb, heap_total_kb_after: after.mem.heap_total_kb,
+      external_kb_before: before.mem.external_kb, external_kb_with: withConns.mem.external_kb, external_kb_after: after.mem.external_kb,
+      rss_bytes_per_connection: perConn(before.rss, withConns.rss),
+      heap_used_bytes_per_connection: perConn(before.mem.heap_used_kb, withConns.mem.heap_used_kb),
+      heap_total_bytes_per_connection: perConn(before.mem.heap_total_kb, withConns.mem.heap_total_kb),
+      external_bytes_per_connection: perConn(before.mem.external_kb, withConns.mem.external_kb),
+      // What RSS grew by outside V8's heap (libuv handles, malloc, kernel-side nothing: RSS is ours).
+      outside_heap_bytes_per_connection: perConn(before.rss === null ? null : before.rss - before.mem.heap_total_kb, withConns.rss === null ? null : withConns.rss - withConns.mem.heap_total_kb),
       status_ms_before: before.status,
       status_ms_while_held: summary(statusHeld),
       open_ms_while_held: summary(openHeld),
@@ -991,7 +1018,7 @@ async function phaseIdle(daemon: Daemon, user: Worker): Promise<void> {
     await Promise.all(holders.map((h) => h.stop()));
     setLimits(LIMITS);
   }
-  R.methodology.idle_connections = `${IDLE.uids.length} processes (uids ${IDLE.uids.join(', ')}) each open ${per} connections to tapd that send nothing (16 connecting at a time per process), and hold them; for this section tapd's config is reloaded with ${IDLE_LIMITS} and its fd limit raised with prlimit to ${IDLE.nofile}; the connections are held for well under the request-timeout; RSS read 300 ms after tapd's status counts them all, and 300 ms after it counts none; while held, 20 status requests and a few opens by another uid-65534 client`;
+  R.methodology.idle_connections = `${IDLE.uids.length} processes (uids ${IDLE.uids.join(', ')}) each open ${per} connections to tapd that send nothing (16 connecting at a time per process), and hold them; for this section tapd's config is reloaded with ${IDLE_LIMITS} and its fd limit raised with prlimit to ${IDLE.nofile}; the connections are held for well under the request-timeout; RSS read 300 ms after tapd's status counts them all, and 300 ms after it counts none, each with status's memory (process.memoryUsage(): V8 heap used and total, external); per-connection bytes = growth before → with ÷ connections, outside_heap = RSS minus heap total; while held, 20 status requests and a few opens by another uid-65534 client`;
 }
 
 // ---------------------------------------------------------------- main

@@ -146,6 +146,25 @@ export interface BenchResults {
     daemon_fds_with: number | null;
     daemon_fds_after: number | null;
     daemon_threads_with: number | null;
+    /** (fds with − before) ÷ connections: 1 with SO_PEERPIDFD (the socket), 2 without (and the pidfd). */
+    fds_per_connection: number | null;
+    /** status's memory (process.memoryUsage(), kB) before / with / after: V8's heap apart from the rest. */
+    heap_used_kb_before: number;
+    heap_used_kb_with: number;
+    heap_used_kb_after: number;
+    heap_total_kb_before: number;
+    heap_total_kb_with: number;
+    heap_total_kb_after: number;
+    external_kb_before: number;
+    external_kb_with: number;
+    external_kb_after: number;
+    /** Growth before → with, in bytes per held connection. */
+    rss_bytes_per_connection: number | null;
+    heap_used_bytes_per_connection: number | null;
+    heap_total_bytes_per_connection: number | null;
+    external_bytes_per_connection: number | null;
+    /** RSS minus V8's heap total: libuv's handles, malloc'd buffers and its fragmentation, code. */
+    outside_heap_bytes_per_connection: number | null;
     status_ms_before: Summary;
     status_ms_while_held: Summary;
     open_ms_while_held: Summary;
@@ -279,7 +298,8 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
     ['client total (its own clock)', us(B.client_total?.p50), us(B.client_total?.p99), pct(B.client_total?.p50, dt)],
     ['client + socket (client − daemon)', us(B.client_minus_daemon?.p50), us(B.client_minus_daemon?.p99), pct(B.client_minus_daemon?.p50, dt)],
   ]));
-  line('   accept = connection event → peer credentials and pidfd; read = until the request frame is in; decode = parse + check it;');
+  line('   accept = connection event → the uid (SO_PEERCRED) and the connection caps; read = until the request frame is in;');
+  line('   identify = credentials, groups, pidfd and start time of the process that connected; decode = parse + check it;');
   line('   decide = resolve, policy, quota and bridge checks; reserve = slot + MAC; bridge = bridge ready; create = TUNSETIFF + ifindex;');
   line('   configure = address, MTU, master (attach) and up in one RTM_SETLINK; verify = owner/queue check (RTM_GETLINK);');
   line('   journal = lease journal append; send = reply encoded and sendmsg with the fds. Each p50 is over its own samples:');
@@ -388,10 +408,15 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
   line(`7. Idle connections: ${X.connections} connections that send nothing (goal ${X.connections_goal}; tapd's fd limit ${X.daemon_fd_limit}), from ${X.uids} uids,`);
   line(`   held ${fmt(X.held_s, 1)} s, within tapd's request-timeout (${X.request_timeout_s} s for this section)`);
   const kb = (v: number | null) => (v === null ? '—' : `${v} kB`);
+  const int = (v: number | null) => (v === null ? '—' : String(v));
   add(table(['figure', 'value', 'vs'], [
     ['daemon RSS before / with them / after they closed', `${kb(X.daemon_rss_kb_before)} / ${kb(X.daemon_rss_kb_with)} / ${kb(X.daemon_rss_kb_after)}`,
       `growth ${X.growth_kb === null ? '—' : `${X.growth_kb >= 0 ? '+' : ''}${X.growth_kb} kB`} (${fmt(X.growth_kb === null ? null : (X.growth_kb * 1024) / X.connections, 0)} bytes/connection; ×${X.connections_goal}: ${fmt(X.growth_kb === null ? null : (X.growth_kb * X.connections_goal) / X.connections / 1024, 1)} MB)`],
-    ['daemon fds before / with / after', `${X.daemon_fds_before} / ${X.daemon_fds_with} / ${X.daemon_fds_after}`, `${X.daemon_threads_with} threads with them`],
+    ['  V8 heap used before / with / after', `${kb(X.heap_used_kb_before)} / ${kb(X.heap_used_kb_with)} / ${kb(X.heap_used_kb_after)}`, `${int(X.heap_used_bytes_per_connection)} bytes/connection`],
+    ['  V8 heap total before / with / after', `${kb(X.heap_total_kb_before)} / ${kb(X.heap_total_kb_with)} / ${kb(X.heap_total_kb_after)}`, `${int(X.heap_total_bytes_per_connection)} bytes/connection`],
+    ['  external before / with / after', `${kb(X.external_kb_before)} / ${kb(X.external_kb_with)} / ${kb(X.external_kb_after)}`, `${int(X.external_bytes_per_connection)} bytes/connection`],
+    ['  RSS outside V8\'s heap (RSS − heap total)', `${int(X.outside_heap_bytes_per_connection)} bytes/connection`, `of ${int(X.rss_bytes_per_connection)} bytes/connection RSS`],
+    ['daemon fds before / with / after', `${X.daemon_fds_before} / ${X.daemon_fds_with} / ${X.daemon_fds_after}`, `${fmt(X.fds_per_connection, 2)} per connection; ${X.daemon_threads_with} threads with them`],
     ['all accepted (tapd counts them) after', `${fmt(X.all_accepted_after_ms)} ms`, `${X.connect_retries} connects retried (backlog full), ${X.connect_failed} failed`],
     ['all gone (tapd counts none) after release', `${fmt(X.all_closed_after_ms)} ms`, ''],
     ['refused or dropped by tapd while held', String(X.refused), X.first_refusal ?? ''],
@@ -416,7 +441,7 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
  * on the fixture, so a figure that stops being measured fails both.
  */
 /** The steps_us keys of an open on a bridged network with no hook and no ovs port, in order. */
-export const OPEN_STEPS = ['accept', 'read', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'journal', 'send'] as const;
+export const OPEN_STEPS = ['accept', 'read', 'identify', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'journal', 'send'] as const;
 
 export const SUMMARY_PATHS: readonly string[] = [
   ...['tapd', 'tapd-sync', 'tapd-state-on-disk', 'qemu-bridge-helper', 'iproute2', 'ioctl-floor', 'ioctl-floor-c'].map((m) => `methods.${m}.open_ms`),
@@ -449,7 +474,9 @@ export const NUMBER_PATHS: readonly string[] = [
   ...['start', '1_open', '2_commands', '4_concurrency', '4b_interference', '5_scale', '6_lease_end', '7_idle_connections'].map((k) => `daemon_rss_kb_after_section.${k}`),
   ...['connections', 'connections_goal', 'daemon_fd_limit', 'uids', 'request_timeout_s', 'held_s', 'connect_failed', 'connect_retries', 'refused', 'all_accepted_after_ms', 'all_closed_after_ms',
     'daemon_rss_kb_before', 'daemon_rss_kb_with', 'daemon_rss_kb_after', 'growth_kb', 'daemon_fds_before', 'daemon_fds_with', 'daemon_fds_after',
-    'daemon_threads_with'].map((k) => `idle_connections.${k}`),
+    'daemon_threads_with', 'fds_per_connection',
+    ...['heap_used', 'heap_total', 'external'].flatMap((m) => ['before', 'with', 'after'].map((w) => `${m}_kb_${w}`)),
+    ...['rss', 'heap_used', 'heap_total', 'external', 'outside_heap'].map((m) => `${m}_bytes_per_connection`)].map((k) => `idle_connections.${k}`),
 ];
 
 function at(obj: unknown, dotted: string): unknown {

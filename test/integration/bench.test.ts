@@ -46,7 +46,9 @@ it('a quick bench run writes every figure, prints the table and leaves nothing b
   // Every idle connection was held to the end (request-timeout raised for the section), and then let go.
   const idle = results.idle_connections;
   expect(idle).toMatchObject({ connections: idle.connections_goal, connect_failed: 0, refused: 0, daemon_fds_after: idle.daemon_fds_before });
-  expect(idle.daemon_fds_with! - idle.daemon_fds_before!).toBeGreaterThanOrEqual(2 * idle.connections); // a socket and a pidfd each
+  // One fd each (the socket; no pidfd for a peer that has sent nothing), and a few probes at most.
+  expect(idle.daemon_fds_with! - idle.daemon_fds_before!).toBeGreaterThanOrEqual(idle.connections);
+  expect(idle.daemon_fds_with! - idle.daemon_fds_before!).toBeLessThan(idle.connections + 8);
   // The daemon logged steps_us for every tapd open of section 1.
   expect(Object.keys(results.open_breakdown_us)).toEqual([...OPEN_STEPS, 'daemon_total', 'client_total', 'client_minus_daemon']);
   expect(results.open_breakdown_us.daemon_total!.n).toBe(results.methods.tapd!.open_ms.n);

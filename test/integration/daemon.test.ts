@@ -1,5 +1,5 @@
 // tapd for real: a daemon in a namespace, unprivileged clients, hooks, lifecycle, hostile input.
-import { readdirSync, readFileSync, readlinkSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureOne, client, DIST, NOBODY, Netns, ROOT, startTapd, testFrame, until, type DaemonHandle } from '../helpers/netns.js';
@@ -108,8 +108,9 @@ describe('tapd daemon', () => {
     const lease = (open!.body as { lease: { id: string } }).lease;
     const start = await d.waitFor('lease_start', { lease: lease.id });
     const steps = start.steps_us as Record<string, number>;
-    // In the order they ran; network lan has an up hook, and no ovs port.
-    expect(Object.keys(steps)).toEqual(['accept', 'read', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'hook', 'journal', 'send']);
+    // In the order they ran (the peer is identified once the request is in: this kernel has
+    // SO_PEERPIDFD); network lan has an up hook, and no ovs port.
+    expect(Object.keys(steps)).toEqual(['accept', 'read', 'identify', 'decode', 'decide', 'reserve', 'bridge', 'create', 'configure', 'verify', 'hook', 'journal', 'send']);
     for (const [k, us] of Object.entries(steps)) expect(Number.isInteger(us) && us >= 0, `${k} = ${us}`).toBe(true);
     const total = Object.values(steps).reduce((a, b) => a + b, 0);
     expect(total).toBeGreaterThan(0);
@@ -379,5 +380,106 @@ describe('tapd daemon', () => {
       expect(daemonFds()).toBeLessThanOrEqual(before.fds);
       expect(taps()).toEqual([]);
     });
+  });
+});
+
+// With SO_PEERPIDFD (this kernel has it) an idle connection is a socket and nothing more: the
+// process that connected is identified once its request is in, which still binds the process that
+// called connect() (the kernel kept its struct pid), not whoever has its pid by then.
+describe('tapd daemon: idle connections, and identifying the peer once the request is in', () => {
+  let host: Netns;
+  let d: DaemonHandle;
+  const daemonFds = () => readdirSync(`/proc/${d.proc.pid}/fd`).length;
+  const status = async () => {
+    const r = await raw(d.socket, [req({ op: 'status' })], { waitMs: 5000, replies: 1 });
+    return (r.replies[0] as { status: { connections: number } }).status;
+  };
+  const CLIENT = readFileSync(path.join(ROOT, 'test/fixtures/peer-client.pl'), 'utf8');
+  const perl = (args: string[]) => {
+    const p = host.spawn('perl', ['-e', CLIENT, ...args], me);
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    const line = async (prefix: string) => {
+      const find = () => out.split('\n').find((l) => l.startsWith(`${prefix} `));
+      if (!(await until(() => find() !== undefined, 20_000))) throw new Error(`no "${prefix}" from the client: ${out}`);
+      return find()!.slice(prefix.length + 1);
+    };
+    return { p, exited, line };
+  };
+  const untilAsync = async (cond: () => Promise<boolean>, ms: number) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await cond()) return true;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    return cond();
+  };
+  const refusedFor = (pid: number) => d.waitFor('request_refused', { peer_pid: pid });
+
+  beforeAll(async () => {
+    host = Netns.create('didle');
+    d = await startTapd(host, `
+network pk bridge brpk0 create
+permit @nogroup on pk polkit
+limits request-timeout 60s max-connections 300 max-connections-per-user 250
+`);
+  });
+
+  afterAll(async () => {
+    await d?.stop();
+    host?.destroy();
+  });
+
+  it('an idle connection costs the daemon exactly one fd (its socket; no pidfd)', async () => {
+    const N = 40;
+        const before = daemonFds();
+    const script = `const net = require('node:net'); let n = 0; const all = [];
+      for (let i = 0; i < ${N}; i++) all.push(net.connect(process.argv[1], () => { if (++n === ${N}) console.log('connected ' + n); }).on('error', (e) => console.log('error ' + e.message)));
+      process.stdin.on('data', () => {}).on('end', () => process.exit(0));`;
+    const c = host.spawn('node', ['-e', script, d.socket], { ...me, stdin: 'pipe' });
+    let out = '';
+    c.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    try {
+      expect(await until(() => out.includes(`connected ${N}`), 20_000), out).toBe(true);
+      // All N accepted (the daemon counts a connection at accept), plus the status request itself.
+      let seen = 0;
+      expect(await untilAsync(async () => (seen = (await status()).connections) === N + 1, 20_000), `connections ${seen}`).toBe(true);
+      // The status connection's own fd goes once its reply is sent; then N sockets and nothing else.
+      await until(() => daemonFds() === before + N, 5000);
+      expect(daemonFds() - before).toBe(N);
+    } finally {
+      c.stdin!.end();
+      await exited;
+    }
+    await until(() => daemonFds() === before, 5000);
+    expect(daemonFds()).toBe(before);
+  });
+
+  it('a client that connects, hands the socket to a child and exits before sending: the child\'s request finds the process gone (binding none), polkit is not asked', async () => {
+    const go = path.join(d.dir, 'go-handoff');
+    const c = perl(['handoff-send', d.socket, JSON.stringify({ v: 1, op: 'open', network: 'pk' }), go]);
+    const [parent, child] = (await c.line('handed')).split(' ').map(Number);
+    await c.exited; // reaped by us: its pid is free, and the connection is still idle
+    writeFileSync(go, '');
+    expect(JSON.parse(await c.line('reply'))).toMatchObject({ ok: false, error: { code: 'denied' } });
+    const refused = await refusedFor(parent!);
+    expect(refused).toMatchObject({ op: 'open', result: 'denied', peer_uid: NOBODY, peer_binding: 'none' });
+    expect(String(refused.reason)).toMatch(/polkit did not authorize/);
+    try {
+      process.kill(child!, 'SIGKILL');
+    } catch {
+      // It has answered and gone.
+    }
+  });
+
+  it('control: the process that connected and sends itself is bound through its pidfd', async () => {
+    const c = perl(['send', d.socket, JSON.stringify({ v: 1, op: 'open', network: 'nosuchnet' })]);
+    const [pid] = [c.p.pid!];
+    expect(JSON.parse(await c.line('reply'))).toMatchObject({ ok: false, error: { code: 'denied' } });
+    expect(await refusedFor(pid)).toMatchObject({ peer_uid: NOBODY, peer_binding: 'pidfd' });
+    await c.exited;
   });
 });

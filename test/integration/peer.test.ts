@@ -100,7 +100,11 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The next connection, identified the moment it is accepted (as the daemon does), then told "ready". */
+/**
+ * The next connection, identified the moment it is accepted, then told "ready". (The daemon does
+ * so only without SO_PEERPIDFD; with it, it identifies once the request is in: the test of a
+ * process gone before accept below, and test/integration/server.test.ts.)
+ */
 function nextPeer(opts?: { pidfd?: boolean }): Promise<{ peer: IdentifiedPeer; socket: net.Socket }> {
   return new Promise((resolve, reject) => {
     onConnection = (socket) => {

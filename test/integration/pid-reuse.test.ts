@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST, ROOT, tempDir } from '../helpers/netns.js';
+import { DIST, ROOT, tapdNodeArgs, tempDir } from '../helpers/netns.js';
 
 const NEEDS = ['/usr/bin/unshare', '/usr/bin/pkcheck', '/usr/lib/polkit-1/polkitd', '/usr/bin/dbus-daemon', '/usr/bin/dbus-send', '/usr/bin/setpriv', '/usr/bin/perl'];
 const canRun = process.getuid?.() === 0 && NEEDS.every((p) => existsSync(p));
@@ -39,7 +39,7 @@ describe.skipIf(!canRun)('pid reuse after a hand-off (real polkitd in a private 
     copyFileSync(path.join(ROOT, 'test/fixtures/peer-client.pl'), path.join(dir, 'peer-client.pl'));
     symlinkSync('/usr/bin/perl', path.join(dir, 'tapd-trusted'));
     // --kill-child: should vitest die, the namespace (and everything in it) dies too.
-    const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'node', path.join(ROOT, 'test/fixtures/pid-reuse.mjs'), dir],
+    const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'node', path.join(ROOT, 'test/fixtures/pid-reuse.mjs'), dir, JSON.stringify(tapdNodeArgs())],
       { encoding: 'utf8', timeout: 120_000, killSignal: 'SIGKILL' });
     stderr = r.stderr;
     results = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -84,6 +84,18 @@ describe.skipIf(!canRun)('pid reuse after a hand-off (real polkitd in a private 
     expect(r.reply).toBe('no');
     expect(r.reuserStart).not.toBe(r.boundStart);
     expect(r.pkcheckWithBoundStart).not.toBe(0); // polkitd itself: "process has been replaced"
+  });
+
+  it('the real daemon: polkit authorizes the trusted process and refuses the attacker (controls)', () => {
+    expect(find('daemon-trusted-asks').reply).toMatchObject({ ok: true, allowed: true });
+    expect(find('daemon-attacker-asks').reply).toMatchObject({ ok: true, allowed: false, code: 'denied' });
+  });
+
+  it('the real daemon, which identifies the peer only once the request is in: an attacker that connected, sent nothing, handed off and exited is not taken for the process that got its pid', () => {
+    const r = find('daemon-handoff');
+    expect(r.reuser).toBe(r.attacker);
+    expect(r.reuserComm).toBe('tapd-trusted');
+    expect(r.reply).toMatchObject({ ok: true, allowed: false, code: 'denied' });
   });
 
   it('polkitd refuses the start time bound at accept in every mode (a second line of defence)', () => {

@@ -87,7 +87,10 @@ describe('the results JSON', () => {
       // Asked for by issue 13 after the first runs.
       'open_breakdown_us.create.p50', 'open_breakdown_us.send.p99', 'open_breakdown_us.client_minus_daemon.p50',
       'idle_connections.connections', 'idle_connections.daemon_rss_kb_before', 'idle_connections.daemon_rss_kb_with',
-      'idle_connections.daemon_rss_kb_after', 'idle_connections.growth_kb', 'idle_connections.status_ms_while_held.p50', 'idle_connections.refused']) {
+      'idle_connections.daemon_rss_kb_after', 'idle_connections.growth_kb', 'idle_connections.status_ms_while_held.p50', 'idle_connections.refused',
+      // The V8 heap split of section 7.
+      'idle_connections.heap_used_kb_with', 'idle_connections.heap_total_kb_with', 'idle_connections.external_kb_with',
+      'idle_connections.heap_used_bytes_per_connection', 'idle_connections.outside_heap_bytes_per_connection', 'idle_connections.fds_per_connection']) {
       expect(keys, k).toContain(k);
     }
   });
@@ -124,6 +127,13 @@ describe('the table', () => {
     expect(rowOf(report, 'daemon RSS before / with them / after they closed')).toContain(
       `${X.daemon_rss_kb_before} kB / ${X.daemon_rss_kb_with} kB / ${X.daemon_rss_kb_after} kB  growth +${X.growth_kb} kB`);
     expect(rowOf(report, 'refused or dropped by tapd while held')!.split(/\s{2,}/)[1]).toBe(String(X.refused));
+    // V8's heap apart from the rest, each with its bytes per connection.
+    expect(rowOf(report, '  V8 heap used before / with / after')!.split(/\s{2,}/).slice(-2)).toEqual(
+      [`${X.heap_used_kb_before} kB / ${X.heap_used_kb_with} kB / ${X.heap_used_kb_after} kB`, `${X.heap_used_bytes_per_connection} bytes/connection`]);
+    expect(rowOf(report, '  V8 heap total before / with / after')).toContain(`${X.heap_total_bytes_per_connection} bytes/connection`);
+    expect(rowOf(report, '  external before / with / after')).toContain(`${X.external_bytes_per_connection} bytes/connection`);
+    expect(rowOf(report, '  RSS outside V8\'s heap (RSS − heap total)')).toContain(`${X.outside_heap_bytes_per_connection} bytes/connection`);
+    expect(rowOf(report, 'daemon fds before / with / after')).toContain(`${fmt(X.fds_per_connection, 2)} per connection`);
   });
 
   it('says facts only: no claims about the machine, no notes section when there are none', () => {

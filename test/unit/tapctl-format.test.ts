@@ -2,7 +2,7 @@
 // passed through, ages, the networks table, an unknown MAC.
 import { describe, expect, it } from 'vitest';
 import { parseDeviceProp, parseModel, parseNicSpec, resolveNic, tapNicArgs } from '../../src/cli/qemu-args.js';
-import { formatAge, formatLeases, formatNetworks } from '../../src/cli/format.js';
+import { formatAge, formatLeases, formatNetworks, formatStatus } from '../../src/cli/format.js';
 import { resolveExecutable } from '../../src/cli/launch.js';
 
 const MAC = '52:54:00:aa:bb:cc';
@@ -71,6 +71,18 @@ describe('output', () => {
       '',
     ].join('\n'));
     expect(formatNetworks([])).toBe('no networks you may use\n');
+  });
+
+  it('status prints the daemon\'s memory on one row, heap apart from the rest', () => {
+    const text = formatStatus({
+      version: '0.1.0', uptime_s: 3725, connections: 3,
+      memory: { rss_kb: 62874, heap_used_kb: 9318, heap_total_kb: 12288, external_kb: 2150, array_buffers_kb: 205 },
+    });
+    const rows = text.split('\n');
+    expect(rows).toContain('uptime       1h 2m 5s');
+    expect(rows).toContain('memory       61.4 MB resident; V8 heap 9.1 MB used of 12.0 MB; external 2.1 MB (buffers 0.2 MB)');
+    // Something that is not the daemon's memory object is shown as it came, not dropped.
+    expect(formatStatus({ memory: { rss_kb: 'x' } })).toContain('memory  {"rss_kb":"x"}');
   });
 });
 

@@ -60,8 +60,8 @@ export interface Subject {
   groups: readonly number[];
   pid: number;
   /**
-   * Start time (field 22 of /proc/PID/stat) of the process that connected, captured at accept
-   * (src/daemon/peer.ts identifyPeer). undefined: not bound (gone at accept); polkit then says no.
+   * Start time (field 22 of /proc/PID/stat) of the process that connected, captured by
+   * src/daemon/peer.ts identifyPeer. undefined: not bound (gone by then); polkit then says no.
    */
   startTime?: string;
   /** pidfd of the process that connected (SO_PEERPIDFD), owned by the connection. */

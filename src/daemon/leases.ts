@@ -3,7 +3,7 @@
 // its entry is gone. Every change is appended to a journal in the state dir before the daemon
 // acts on it, so a crash loses nothing that a restart needs to reconcile.
 import { MAX_MTU, MAX_QUEUES, MIN_MTU } from '../protocol/messages.js';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../sys/random.js';
 import { closeSync, constants as fsc, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { ensureOwnDirectory, openOwnFile } from '../common/trust.js';

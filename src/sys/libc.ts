@@ -54,6 +54,7 @@ const raw = define({
   send: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64, I32], errno },
   recv: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64, I32], errno },
   read: { library: 'libc', retType: I64, paramsType: [I32, BUF, U64], errno },
+  getrandom: { library: 'libc', retType: I64, paramsType: [BUF, U64, DataType.U32], errno },
   inotify_init1: { library: 'libc', retType: I32, paramsType: [I32], errno },
   inotify_add_watch: { library: 'libc', retType: I32, paramsType: [I32, STR, DataType.U32], errno },
   inotify_rm_watch: { library: 'libc', retType: I32, paramsType: [I32, I32], errno },
@@ -227,6 +228,15 @@ export function sysRecv(fd: number, into: Buffer, flags: number, ctx: Ctx): numb
 
 export function sysRead(fd: number, into: Buffer, ctx: Ctx): number {
   return uninterrupted('read', () => raw.read([fd, into, into.length]), ctx);
+}
+
+/** getrandom(2) into all of `into` (flags 0: the kernel's CSPRNG, as node:crypto's randomBytes uses). */
+export function sysGetrandom(into: Buffer, ctx: Ctx): void {
+  let off = 0;
+  while (off < into.length) {
+    const rest = into.subarray(off);
+    off += uninterrupted('getrandom', () => raw.getrandom([rest, rest.length, 0]), ctx);
+  }
 }
 
 export function sysInotifyInit(flags: number, ctx: Ctx): number {

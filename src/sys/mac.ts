@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from './random.js';
 import { InvalidMacError } from '../errors/invalid-mac-error.js';
 
 /** A 48-bit Ethernet address. */

@@ -107,6 +107,10 @@ describe('the table', () => {
     for (const h of ['1. Open latency', '1b. Where a tapd open\'s time goes', '2. Whole commands', '3. Cold start', '4. Concurrency', '5. Scale', '6. Lease end', '7. Idle connections']) {
       expect(report).toContain(h);
     }
+    // tapctl run less the kernel's deletion of the TAP at exit (the C floor's close p50).
+    const run = r.e2e_command_ms.tapctl_run as { p50: number };
+    const close = r.methods['ioctl-floor-c']!.last_close_ms!.p50!;
+    expect(report).toContain(`p50 in section 1: ${fmt(close)} ms); without it: ${fmt(run.p50 - close)} ms`);
     for (const m of Object.keys(r.methods)) {
       const row = rowOf(report, m);
       expect(row, m).toBeDefined();

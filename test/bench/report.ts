@@ -50,7 +50,7 @@ export interface BenchResults {
     /** `stat -f -c %T` of the bench's temp dir, where tapd-state-on-disk keeps its state. */
     temp_dir_fs: string;
   };
-  methodology: { open: string; concurrency: string; open_breakdown: string; idle_connections: string };
+  methodology: { open: string; concurrency: string; open_breakdown: string; idle_connections: string; node_env?: string };
   methods: Record<string, MethodResult>;
   /** method → quantile → peer → this method's figure ÷ the peer's. */
   open_ratios: Record<string, Record<'p50' | 'p99', Record<string, number | null>>>;
@@ -308,6 +308,7 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
 
   const E = R.e2e_command_ms;
   line(`2. Whole commands (fork → exit; ${N.cmd} runs; Node start-up included where they are Node)`);
+  if (R.methodology.node_env) line(`   ${R.methodology.node_env}`);
   const peers = (q: 'p50' | 'p99'): Array<[string, number | null]> => [
     ['qbh', E['qemu-bridge-helper'][q]], ['node -e 0', E.node_startup[q]], ['tapd in-process', tapd[q]],
   ];

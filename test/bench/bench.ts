@@ -510,7 +510,7 @@ async function phaseOpen(daemon: Daemon, user: Worker, rootw: Worker): Promise<v
         await settle(r.close_start_epoch_ms);
       }
     }
-    // ioctl floor in-process (Node + ffi-rs, exactly the daemon's makeTap), and the same in C.
+    // The kernel floor in-process (Node + ffi-rs, the daemon's calls for an open), and the same in C.
     for (let i = 0; i < per; i++) {
       const r = await rootw.call('floor', { bridge: 'br0' });
       add('ioctl-floor', 'open', [r.ms]);

@@ -8,7 +8,7 @@
 //                                        exited 0 with the TAP fd in our hand (QEMU waits for both).
 //   qdrive iproute N BR NAME             ip tuntap add + ip link set master BR up, then
 //                                        open+TUNSETIFF to get the fd; teardown: close + ip link del.
-//   qdrive ioctl N BR                    the ioctl floor in C: the daemon's ioctl sequence, no FFI.
+//   qdrive ioctl N BR                    the kernel floor in C: the daemon's calls for an open, no FFI.
 //   qdrive run N [-p] -- ARGV...         fork + execv + waitpid of ARGV (stdout to /dev/null).
 //   qdrive teardown N BR                 makes N TAPs as `ioctl` does and holds them; prints a line,
 //                                        waits for a line on stdin, then closes them all (one after
@@ -22,6 +22,8 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <net/if_arp.h>
 #include <stdio.h>
@@ -32,6 +34,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The uid the floor's TAPs are owned by, as a lease's are by its caller (worker.ts FLOOR_OWNER). */
+#define FLOOR_OWNER 65534
 
 static double now_ms(void) {
   struct timespec ts;
@@ -138,8 +143,66 @@ static void ifr_ioctl(int s, unsigned long req, struct ifreq *ifr, const char *w
   if (ioctl(s, req, ifr) < 0) die(what);
 }
 
-/* The daemon's makeTap: TUNSETIFF, MTU, host MAC, SIOCBRADDIF, up, index, MTU. */
+/* One rtnetlink request and its answer (an ACK, or the RTM_NEWLINK of an RTM_GETLINK), as
+   src/sys/rtnetlink.ts makes it: one bound socket kept for the process, send then recv. */
+static int nl_fd = -1;
+static unsigned nl_seq;
+
+static void nl_request(void *msg, size_t len, const char *what) {
+  static char reply[16384];
+  if (nl_fd < 0) {
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (nl_fd < 0 || bind(nl_fd, (struct sockaddr *)&sa, sizeof sa) < 0) die("rtnetlink socket");
+  }
+  struct nlmsghdr *h = msg;
+  h->nlmsg_seq = ++nl_seq;
+  if (send(nl_fd, msg, len, 0) < 0) die(what);
+  ssize_t n = recv(nl_fd, reply, sizeof reply, 0);
+  if (n < (ssize_t)sizeof(struct nlmsghdr)) die(what);
+  struct nlmsghdr *r = (struct nlmsghdr *)reply;
+  if (r->nlmsg_type == NLMSG_ERROR) {
+    int err = ((struct nlmsgerr *)NLMSG_DATA(r))->error;
+    if (err != 0) {
+      errno = -err;
+      die(what);
+    }
+  }
+}
+
+static void put_attr(struct nlmsghdr *h, unsigned short type, const void *data, unsigned short len) {
+  struct rtattr *a = (struct rtattr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len));
+  a->rta_type = type;
+  a->rta_len = RTA_LENGTH(len);
+  memcpy(RTA_DATA(a), data, len);
+  h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(a->rta_len);
+}
+
+static int ctl_fd = -1;
+
+/* The daemon's kernel calls for a bridged open, in its order (src/daemon/open.ts: create,
+   configure, verify): TUNSETIFF, TUNSETOWNER, index, one RTM_SETLINK (address, MTU, master,
+   up), the bridge's MTU, one RTM_GETLINK. The bridge's index and MTU are known beforehand. */
+static int br_index;
+static unsigned br_mtu;
+
+/* Before the timed runs, as the worker does: the bridge's index and MTU. */
+static void bridge_info(const char *br) {
+  struct ifreq b;
+  if ((ctl_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) die("control socket");
+  memset(&b, 0, sizeof b);
+  strcpy(b.ifr_name, br);
+  ifr_ioctl(ctl_fd, SIOCGIFINDEX, &b, "bridge index");
+  br_index = b.ifr_ifindex;
+  ifr_ioctl(ctl_fd, SIOCGIFMTU, &b, "bridge MTU");
+  br_mtu = (unsigned)b.ifr_mtu;
+}
+
 static int ioctl_once(const char *br, char *ifname) {
+  struct ifreq b;
+  memset(&b, 0, sizeof b);
+  strcpy(b.ifr_name, br);
+
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0) die("open /dev/net/tun");
   struct ifreq ifr;
@@ -148,39 +211,44 @@ static int ioctl_once(const char *br, char *ifname) {
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) die("TUNSETIFF");
   memcpy(ifname, ifr.ifr_name, IFNAMSIZ);
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  struct ifreq b;
-  memset(&b, 0, sizeof b);
-  strcpy(b.ifr_name, br);
-  ifr_ioctl(s, SIOCGIFMTU, &b, "bridge MTU");
-  int mtu = b.ifr_mtu;
+  if (ioctl(fd, TUNSETOWNER, (unsigned long)FLOOR_OWNER) < 0) die("TUNSETOWNER");
   memset(&ifr, 0, sizeof ifr);
   strcpy(ifr.ifr_name, ifname);
-  ifr_ioctl(s, SIOCGIFMTU, &ifr, "tap MTU");
-  if (ifr.ifr_mtu != mtu) {
-    ifr.ifr_mtu = mtu;
-    ifr_ioctl(s, SIOCSIFMTU, &ifr, "set MTU");
-  }
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, ifname);
-  ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
-  unsigned char mac[6] = {0xfe, 0x54, 0x00, (unsigned char)rand(), (unsigned char)rand(), (unsigned char)rand()};
-  memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
-  ifr_ioctl(s, SIOCSIFHWADDR, &ifr, "set MAC");
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, ifname);
-  ifr_ioctl(s, SIOCGIFINDEX, &ifr, "index");
+  ifr_ioctl(ctl_fd, SIOCGIFINDEX, &ifr, "index");
   int index = ifr.ifr_ifindex;
-  memset(&b, 0, sizeof b);
-  strcpy(b.ifr_name, br);
-  b.ifr_ifindex = index;
-  ifr_ioctl(s, SIOCBRADDIF, &b, "SIOCBRADDIF");
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, ifname);
-  ifr_ioctl(s, SIOCGIFFLAGS, &ifr, "get flags");
-  ifr.ifr_flags |= IFF_UP;
-  ifr_ioctl(s, SIOCSIFFLAGS, &ifr, "up");
-  close(s);
+
+  struct {
+    struct nlmsghdr h;
+    struct ifinfomsg i;
+    char attrs[64];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof req.i);
+  req.h.nlmsg_type = RTM_SETLINK;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.i.ifi_family = AF_UNSPEC;
+  req.i.ifi_index = index;
+  req.i.ifi_flags = IFF_UP;
+  req.i.ifi_change = IFF_UP;
+  unsigned char mac[6] = {0xfe, 0x54, 0x00, (unsigned char)rand(), (unsigned char)rand(), (unsigned char)rand()};
+  unsigned master = (unsigned)br_index;
+  put_attr(&req.h, IFLA_ADDRESS, mac, 6);
+  put_attr(&req.h, IFLA_MTU, &br_mtu, 4);
+  put_attr(&req.h, IFLA_MASTER, &master, 4);
+  nl_request(&req, req.h.nlmsg_len, "RTM_SETLINK");
+
+  ifr_ioctl(ctl_fd, SIOCGIFMTU, &b, "bridge MTU");
+  if ((unsigned)b.ifr_mtu != br_mtu) {
+    errno = EINVAL;
+    die("bridge MTU moved");
+  }
+  memset(&req, 0, sizeof req);
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof req.i);
+  req.h.nlmsg_type = RTM_GETLINK;
+  req.h.nlmsg_flags = NLM_F_REQUEST;
+  req.i.ifi_family = AF_UNSPEC;
+  req.i.ifi_index = index;
+  nl_request(&req, req.h.nlmsg_len, "RTM_GETLINK");
   return fd;
 }
 
@@ -217,6 +285,7 @@ int main(int argc, char **argv) {
     }
   }
   srand(getpid());
+  if (strcmp(mode, "teardown") == 0 || strcmp(mode, "ioctl") == 0) bridge_info(argv[3]);
   if (strcmp(mode, "teardown") == 0) {
     int *fds = calloc(n, sizeof *fds);
     char ifname[IFNAMSIZ + 1] = {0};

@@ -282,7 +282,7 @@ export function renderReport(R: BenchResults, N: BenchCounts): string {
     const close = r.last_close_ms ? fmt(r.last_close_ms.p50) : r.client_close_ms ? `${fmt(r.client_close_ms.p50)}†` : r.teardown_ms ? `${fmt(r.teardown_ms.p50)}*` : '—';
     return [k, fmt(r.open_ms.p50), vs('p50'), fmt(r.open_ms.p99), vs('p99'), close];
   })));
-  line('   ioctl-floor = the daemon\'s ioctls in-process via ffi-rs; ioctl-floor-c = the same in C; tapd = async openTap;');
+  line('   ioctl-floor = the daemon\'s kernel calls for an open, in-process via ffi-rs; ioctl-floor-c = the same in C; tapd = async openTap;');
   line(`   tapd-sync = openTapSync (what tapctl and tapd-bridge-helper use); tapd-state-on-disk = tapd with --state-dir on the temp dir's disk (${m.temp_dir_fs}), not tmpfs;`);
   line('   close = the holder\'s close() of the last fd (the kernel deletes the device); * iproute2: close + `ip link del`;');
   line('   † tapd: the client\'s close(), the last reference only if tapd had closed its copy already.');

@@ -17,6 +17,9 @@ import path from 'node:path';
 import type * as ClientLib from '../../src/client/client.js';
 import type * as SysLib from '../../src/sys/index.js';
 
+/** The uid the floor's TAPs are owned by (TUNSETOWNER), as a lease's are by its caller. */
+const FLOOR_OWNER = 65534;
+
 interface Target {
   socket: string;
   network: string;
@@ -197,14 +200,20 @@ const COMMANDS: Handlers = {
     return { released: all.length, refused: refusals.length, ...(refusals[0] ? { first_refusal: refusals[0] } : {}) };
   },
   async floor(c) {
+    // The daemon's kernel calls for a bridged open (src/daemon/open.ts: create, configure,
+    // verify), in the same order, with the bridge's index and MTU known beforehand as the
+    // daemon's ensureBridge has them.
     const bridge = sys.IfName.parse(c.bridge);
+    const bridgeIndex = sys.getIndex(bridge);
+    const bridgeMtu = sys.getMtu(bridge);
     const mac = sys.Mac.fromBytes(Buffer.from([0xfe, 0x54, 0x00, ...crypto.getRandomValues(new Uint8Array(3))]));
     const t0 = performance.now();
-    const tap = sys.createTap({ vnetHdr: true, queues: 1 });
-    sys.addPort(bridge, tap.name, { hostMac: mac });
-    sys.setUp(tap.name);
-    sys.getIndex(tap.name);
-    sys.getMtu(tap.name);
+    const tap = sys.createTap({ vnetHdr: true, queues: 1, owner: FLOOR_OWNER });
+    const ifindex = sys.getIndex(tap.name);
+    sys.setLink(ifindex, tap.name.value, { address: mac, mtu: bridgeMtu, master: bridgeIndex, up: true });
+    if (sys.getMtu(bridge) !== bridgeMtu) throw new Error(`bridge ${bridge} MTU moved`);
+    const state = sys.getLink(ifindex)?.tun;
+    if (state?.owner !== FLOOR_OWNER) throw new Error(`${tap.name}: owner ${state?.owner}, expected ${FLOOR_OWNER}`);
     const t1 = performance.now();
     const ifname = tap.name.value;
     sys.closeTapSync(tap);

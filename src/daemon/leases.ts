@@ -140,12 +140,98 @@ function entryProblem(v: unknown): string | undefined {
   return undefined;
 }
 
+/** Counts per key: how many entries of a set hold each value (a key is gone at 0). */
+class Counter<K> {
+  private readonly n = new Map<K, number>();
+  add(k: K): void {
+    this.n.set(k, (this.n.get(k) ?? 0) + 1);
+  }
+  remove(k: K): void {
+    const c = this.n.get(k) ?? 0;
+    if (c <= 1) this.n.delete(k);
+    else this.n.set(k, c - 1);
+  }
+  get(k: K): number {
+    return this.n.get(k) ?? 0;
+  }
+}
+
 export class LeaseTable {
+  // The three sets below are only changed through setLive/unsetLive/setPending/unsetPending/
+  // setRetiring/unsetRetiring, which keep the indexes in step: every question an open asks
+  // (quota, MAC, port, name, ifindex) is O(1) in the number of leases, not a scan of all of them.
   private readonly leases = new Map<string, Lease>();
   private readonly pending = new Map<string, Reservation>();
   /** Ended leases whose down hook has not finished: their names stay taken until it has. */
   private readonly retiring = new Map<string, Lease>();
+  /** Over live and pending: */
+  private readonly macs = new Counter<string>();
+  private readonly ports = new Counter<string>();
+  private readonly perUid = new Counter<number>();
+  private readonly perUidNetwork = new Map<number, Counter<string>>();
+  /** Over live, pending and retiring. */
+  private readonly names = new Counter<string>();
+  /** Live leases by ifindex, ids in insertion order (the kernel makes an ifindex unique; the first wins). */
+  private readonly ifindexes = new Map<number, Set<string>>();
   private readonly file: string;
+
+  private indexHeld(e: Lease | Reservation, add: boolean): void {
+    const op = add ? 'add' : 'remove';
+    this.macs[op](e.mac);
+    if (e.port !== undefined) this.ports[op](e.port);
+    this.perUid[op](e.ownerUid);
+    let byNet = this.perUidNetwork.get(e.ownerUid);
+    if (!byNet) this.perUidNetwork.set(e.ownerUid, byNet = new Counter<string>());
+    byNet[op](e.network);
+    if (!add && this.perUid.get(e.ownerUid) === 0) this.perUidNetwork.delete(e.ownerUid);
+    this.names[op](e.ifname);
+  }
+
+  private setLive(lease: Lease): void {
+    this.unsetLive(lease.id);
+    this.leases.set(lease.id, lease);
+    this.indexHeld(lease, true);
+    let ids = this.ifindexes.get(lease.ifindex);
+    if (!ids) this.ifindexes.set(lease.ifindex, ids = new Set());
+    ids.add(lease.id);
+  }
+
+  private unsetLive(id: string): Lease | undefined {
+    const old = this.leases.get(id);
+    if (!old) return undefined;
+    this.leases.delete(id);
+    this.indexHeld(old, false);
+    const ids = this.ifindexes.get(old.ifindex);
+    ids?.delete(id);
+    if (ids?.size === 0) this.ifindexes.delete(old.ifindex);
+    return old;
+  }
+
+  private setPending(r: Reservation): void {
+    this.unsetPending(r.id);
+    this.pending.set(r.id, r);
+    this.indexHeld(r, true);
+  }
+
+  private unsetPending(id: string): void {
+    const old = this.pending.get(id);
+    if (!old) return;
+    this.pending.delete(id);
+    this.indexHeld(old, false);
+  }
+
+  private setRetiring(lease: Lease): void {
+    this.unsetRetiring(lease.id);
+    this.retiring.set(lease.id, lease);
+    this.names.add(lease.ifname);
+  }
+
+  private unsetRetiring(id: string): void {
+    const old = this.retiring.get(id);
+    if (!old) return;
+    this.retiring.delete(id);
+    this.names.remove(old.ifname);
+  }
 
   /**
    * The state dir must be tapd's own: owned by its euid, writable by nobody else, under
@@ -242,11 +328,7 @@ export class LeaseTable {
   }
 
   countFor(uid: number, network?: string): number {
-    let n = 0;
-    for (const e of [...this.leases.values(), ...this.pending.values()]) {
-      if (e.ownerUid === uid && (network === undefined || e.network === network)) n++;
-    }
-    return n;
+    return network === undefined ? this.perUid.get(uid) : this.perUidNetwork.get(uid)?.get(network) ?? 0;
   }
 
   get size(): number {
@@ -254,14 +336,12 @@ export class LeaseTable {
   }
 
   macInUse(mac: string): boolean {
-    for (const e of [...this.leases.values(), ...this.pending.values()]) if (e.mac === mac) return true;
-    return false;
+    return this.macs.get(mac) > 0;
   }
 
   /** Whether a live or pending lease binds this logical port. */
   portInUse(port: string): boolean {
-    for (const e of [...this.leases.values(), ...this.pending.values()]) if (e.port === port) return true;
-    return false;
+    return this.ports.get(port) > 0;
   }
 
   /** Whether this id is a live or pending lease's (the OVS reconcile keeps their ports). */
@@ -271,8 +351,7 @@ export class LeaseTable {
 
   /** Whether a live, pending or still-ending lease has this TAP name. */
   nameInUse(ifname: string): boolean {
-    for (const e of [...this.leases.values(), ...this.pending.values(), ...this.retiring.values()]) if (e.ifname === ifname) return true;
-    return false;
+    return this.names.get(ifname) > 0;
   }
 
   /**
@@ -286,39 +365,38 @@ export class LeaseTable {
     do ifname = `${prefix}${randomBytes(4).toString('hex')}`;
     while (this.nameInUse(ifname));
     const r: Reservation = { id: randomBytes(8).toString('hex'), ownerUid, network, mac, ifname, ...(port === undefined ? {} : { port }) };
-    this.pending.set(r.id, r);
+    this.setPending(r);
     return r;
   }
 
   cancel(r: Reservation): void {
-    this.pending.delete(r.id);
+    this.unsetPending(r.id);
   }
 
   activate(r: Reservation, lease: Omit<Lease, 'id' | 'ownerUid' | 'network' | 'mac' | 'ifname' | 'port'>): Lease {
-    this.pending.delete(r.id);
+    this.unsetPending(r.id);
     const full: Lease = { id: r.id, ownerUid: r.ownerUid, network: r.network, mac: r.mac, ifname: r.ifname, ...(r.port === undefined ? {} : { port: r.port }), ...lease };
-    this.leases.set(full.id, full);
+    this.setLive(full);
     this.record({ start: full });
     return full;
   }
 
   /** Re-adopt a lease from the state file whose device still exists. */
   adopt(lease: Lease): void {
-    this.leases.set(lease.id, lease);
+    this.setLive(lease);
   }
 
   update(lease: Lease): Lease {
-    this.leases.set(lease.id, lease);
+    this.setLive(lease);
     this.record({ start: lease });
     return lease;
   }
 
   /** Ends a lease (its quota slot is free at once); its name stays taken until retired(). */
   end(id: string): Lease | undefined {
-    const lease = this.leases.get(id);
+    const lease = this.unsetLive(id);
     if (lease) {
-      this.leases.delete(id);
-      this.retiring.set(id, lease);
+      this.setRetiring(lease);
       this.record({ end: id });
     }
     return lease;
@@ -326,12 +404,12 @@ export class LeaseTable {
 
   /** The ended lease's down hook is done: its name may be given out again. */
   retired(id: string): void {
-    this.retiring.delete(id);
+    this.unsetRetiring(id);
   }
 
   byIfindex(ifindex: number): Lease | undefined {
-    for (const l of this.leases.values()) if (l.ifindex === ifindex) return l;
-    return undefined;
+    const first = this.ifindexes.get(ifindex)?.values().next();
+    return first && !first.done ? this.leases.get(first.value) : undefined;
   }
 
   all(): Lease[] {

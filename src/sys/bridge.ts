@@ -1,8 +1,8 @@
 // Linux bridges through the classic SIOCBR* ioctls.
 import { C, LAYOUT } from './constants.js';
 import type { IfName } from './ifname.js';
-import { sysIfNameToIndex, sysIoctl } from './libc.js';
-import { getDriver, getMac, getMtu, ifreq, setDown, setMac, setMtu, withControlSocket } from './netdev.js';
+import { sysIoctl } from './libc.js';
+import { getDriver, getMac, getMtu, ifreq, indexOrZero, setDown, setMac, setMtu, withControlSocket } from './netdev.js';
 import type { Mac } from './mac.js';
 import { SystemError } from '../errors/system-error.js';
 
@@ -16,7 +16,7 @@ function nameArg(name: IfName): Buffer {
 }
 
 export function exists(name: IfName): boolean {
-  return sysIfNameToIndex(name.value) !== 0;
+  return indexOrZero(name) !== 0;
 }
 
 export function isBridge(name: IfName): boolean {
@@ -41,9 +41,9 @@ export function deleteBridge(name: IfName): void {
 }
 
 function portIoctl(bridge: IfName, port: IfName, request: number, verb: string): void {
-  const index = sysIfNameToIndex(port.value);
+  const index = indexOrZero(port);
   const ctx = { action: `${verb} ${port} ${verb === 'add' ? 'to' : 'from'} bridge ${bridge}`, device: port.value };
-  if (index === 0) throw new SystemError(ctx.action, 'if_nametoindex', C.ENODEV, 'No such device', port.value);
+  if (index === 0) throw new SystemError(ctx.action, 'SIOCGIFINDEX', C.ENODEV, 'No such device', port.value);
   const req = ifreq(bridge);
   req.writeInt32LE(index, LAYOUT['ifreq.ifr_ifindex']);
   withControlSocket((fd) => sysIoctl(fd, request, req, ctx));

@@ -4,6 +4,7 @@ import { C, LAYOUT } from './constants.js';
 import type { IfName } from './ifname.js';
 import { addressOf, sysIoctl, sysSocket, type Ctx } from './libc.js';
 import { Mac } from './mac.js';
+import { SystemError } from '../errors/system-error.js';
 
 const UNION = LAYOUT['ifreq.ifr_flags'];
 
@@ -92,6 +93,19 @@ export function macIsFixed(name: IfName): boolean {
 
 export function getIndex(name: IfName): number {
   return ioctlOn(name, C.SIOCGIFINDEX, () => {}, { action: `look up ${name}`, device: name.value }).readInt32LE(UNION);
+}
+
+/**
+ * The device's index, 0 when there is none (ENODEV). One ioctl on the kept control socket:
+ * if_nametoindex(3) opens and closes a socket on every call.
+ */
+export function indexOrZero(name: IfName): number {
+  try {
+    return getIndex(name);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === C.ENODEV) return 0;
+    throw err;
+  }
 }
 
 /** The kernel driver behind a device ("bridge", "tun", "veth", ...), from ETHTOOL_GDRVINFO. */

@@ -134,55 +134,67 @@ export interface LinkState {
   tun?: TunState;
 }
 
-/** Attributes of one nlattr stream, by type (the last one of a type wins). */
-function attributes(buf: Buffer): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  for (let off = 0; off + NLA_HDR <= buf.length;) {
+/**
+ * Calls visit(type, payloadStart, payloadEnd) for each attribute in buf[start, end): offsets
+ * only, no Buffer per attribute (an RTM_NEWLINK carries ~50, of which parseLink uses a few).
+ * A later attribute of one type overrides an earlier one.
+ */
+function eachAttr(buf: Buffer, start: number, end: number, visit: (type: number, from: number, to: number) => void): void {
+  for (let off = start; off + NLA_HDR <= end;) {
     const len = buf.readUInt16LE(off);
-    if (len < NLA_HDR || off + len > buf.length) break;
-    out.set(buf.readUInt16LE(off + 2) & ~C.NLA_F_NESTED, buf.subarray(off + NLA_HDR, off + len));
+    if (len < NLA_HDR || off + len > end) break;
+    visit(buf.readUInt16LE(off + 2) & ~C.NLA_F_NESTED, off + NLA_HDR, off + len);
     off += align4(len);
   }
-  return out;
 }
 
-const cString = (b: Buffer): string => {
-  const end = b.indexOf(0);
-  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+const cStringAt = (b: Buffer, from: number, to: number): string => {
+  const nul = b.indexOf(0, from);
+  return b.toString('utf8', from, nul < 0 || nul > to ? to : nul);
 };
 
 /** Parses the body (ifinfomsg + attributes) of an RTM_NEWLINK message. */
 export function parseLink(body: Buffer): LinkState | undefined {
   if (body.length < IFINFO) return undefined;
-  const attrs = attributes(body.subarray(IFINFO));
-  const name = attrs.get(C.IFLA_IFNAME);
-  const state: LinkState = { ifindex: body.readInt32LE(LAYOUT['ifinfomsg.ifi_index']), ifname: name ? cString(name) : '' };
-  const address = attrs.get(C.IFLA_ADDRESS);
-  if (address?.length === 6) state.address = Mac.fromBytes(address);
-  const mtu = attrs.get(C.IFLA_MTU);
-  if (mtu?.length === 4) state.mtu = mtu.readUInt32LE(0);
-  const master = attrs.get(C.IFLA_MASTER);
-  if (master?.length === 4) state.master = master.readUInt32LE(0);
-  const lower = attrs.get(C.IFLA_LINK);
-  if (lower?.length === 4) state.link = lower.readUInt32LE(0);
-  const linkinfo = attrs.get(C.IFLA_LINKINFO);
-  if (linkinfo) {
-    const info = attributes(linkinfo);
-    const kind = info.get(C.IFLA_INFO_KIND);
-    if (kind) state.kind = cString(kind);
-    const data = info.get(C.IFLA_INFO_DATA);
-    if (state.kind === 'tun' && data) {
-      const d = attributes(data);
-      const u8 = (t: number): number => d.get(t)?.readUInt8(0) ?? 0;
-      const id = (t: number): number => {
-        const v = d.get(t);
-        return v?.length === 4 ? v.readInt32LE(0) : -1;
-      };
-      state.tun = {
-        owner: id(C.IFLA_TUN_OWNER), group: id(C.IFLA_TUN_GROUP), persist: u8(C.IFLA_TUN_PERSIST) !== 0,
-        multiQueue: u8(C.IFLA_TUN_MULTI_QUEUE) !== 0,
-        queues: (d.get(C.IFLA_TUN_NUM_QUEUES)?.readUInt32LE(0) ?? 0) + (d.get(C.IFLA_TUN_NUM_DISABLED_QUEUES)?.readUInt32LE(0) ?? 0),
-      };
+  const state: LinkState = { ifindex: body.readInt32LE(LAYOUT['ifinfomsg.ifi_index']), ifname: '' };
+  // -1: absent. Only what is used becomes a string, a Mac or a number.
+  let name = -1, nameEnd = 0, address = -1, info = -1, infoEnd = 0;
+  const u32At = (from: number, to: number): number | undefined => (to - from === 4 ? body.readUInt32LE(from) : undefined);
+  eachAttr(body, IFINFO, body.length, (type, from, to) => {
+    switch (type) {
+      case C.IFLA_IFNAME: name = from; nameEnd = to; break;
+      case C.IFLA_ADDRESS: address = to - from === 6 ? from : -1; break;
+      case C.IFLA_MTU: state.mtu = u32At(from, to); break;
+      case C.IFLA_MASTER: state.master = u32At(from, to); break;
+      case C.IFLA_LINK: state.link = u32At(from, to); break;
+      case C.IFLA_LINKINFO: info = from; infoEnd = to; break;
+    }
+  });
+  if (state.mtu === undefined) delete state.mtu;
+  if (state.master === undefined) delete state.master;
+  if (state.link === undefined) delete state.link;
+  if (name >= 0) state.ifname = cStringAt(body, name, nameEnd);
+  if (address >= 0) state.address = Mac.fromBytes(body.subarray(address, address + 6));
+  if (info >= 0) {
+    let kind = -1, kindEnd = 0, data = -1, dataEnd = 0;
+    eachAttr(body, info, infoEnd, (type, from, to) => {
+      if (type === C.IFLA_INFO_KIND) { kind = from; kindEnd = to; } else if (type === C.IFLA_INFO_DATA) { data = from; dataEnd = to; }
+    });
+    if (kind >= 0) state.kind = cStringAt(body, kind, kindEnd);
+    if (state.kind === 'tun' && data >= 0) {
+      let owner = -1, group = -1, persist = 0, multiQueue = 0, queues = 0, disabled = 0;
+      eachAttr(body, data, dataEnd, (type, from, to) => {
+        const n = to - from;
+        switch (type) {
+          case C.IFLA_TUN_OWNER: owner = n === 4 ? body.readInt32LE(from) : -1; break;
+          case C.IFLA_TUN_GROUP: group = n === 4 ? body.readInt32LE(from) : -1; break;
+          case C.IFLA_TUN_PERSIST: persist = n >= 1 ? body[from]! : 0; break;
+          case C.IFLA_TUN_MULTI_QUEUE: multiQueue = n >= 1 ? body[from]! : 0; break;
+          case C.IFLA_TUN_NUM_QUEUES: queues = n >= 4 ? body.readUInt32LE(from) : 0; break;
+          case C.IFLA_TUN_NUM_DISABLED_QUEUES: disabled = n >= 4 ? body.readUInt32LE(from) : 0; break;
+        }
+      });
+      state.tun = { owner, group, persist: persist !== 0, multiQueue: multiQueue !== 0, queues: queues + disabled };
     }
   }
   return state;

@@ -20,7 +20,8 @@
 // bench starts are appended to its file "pids"), TAPD_BENCH_SHM (a temp dir on tmpfs for state
 // dirs, like /run/tapd), TAPD_BENCH_NS (namespace name), TAPD_BENCH_OUT (the JSON; default
 // bench/results.json), TAPD_BENCH_N (open iterations per method, default 300), TAPD_BENCH_QUICK=1
-// (a fast smoke run with small counts).
+// (a fast smoke run with small counts), TAPD_BENCH_SCALE (section 5's live leases; default 1000,
+// quick 100: a quick run with 1000 measures the fill alone at full size).
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import {
   appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync,
@@ -58,7 +59,7 @@ const N: BenchCounts = {
    */
   settleMs: 30,
 };
-const N_SCALE = QUICK ? 100 : 1000;
+const N_SCALE = Number(process.env.TAPD_BENCH_SCALE ?? (QUICK ? 100 : 1000));
 const OUT = process.env.TAPD_BENCH_OUT || path.join(ROOT, 'bench/results.json');
 
 if (process.getuid?.() !== 0) {

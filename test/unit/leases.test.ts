@@ -56,3 +56,24 @@ it('counts reservations against quotas and MACs until cancelled or activated', (
   expect(t.countFor(1000)).toBe(0);
   expect(t.macInUse('52:54:00:00:00:aa')).toBe(false);
 });
+
+it('its indexes answer as a scan of every live, pending and ending lease would, through update, end, retire and cancel', () => {
+  const t = new LeaseTable(dir);
+  const a = open(t, 1000, 1);
+  const b = open(t, 1000, 2);
+  const c = open(t, 2000, 3);
+  const r = t.reserve(1000, 'wan', '52:54:00:00:00:09', 'tap', 'port-9');
+  expect([t.countFor(1000), t.countFor(1000, 'lan'), t.countFor(1000, 'wan'), t.countFor(2000), t.countFor(3000)]).toEqual([3, 2, 1, 1, 0]);
+  expect([t.macInUse(a.mac), t.macInUse(r.mac), t.portInUse('port-9'), t.nameInUse(r.ifname)]).toEqual([true, true, true, true]);
+  // An update that moves the lease to another ifindex: the old index no longer finds it.
+  t.update({ ...b, ifindex: 500 });
+  expect([t.byIfindex(102), t.byIfindex(500)?.id, t.byIfindex(101)?.id]).toEqual([undefined, b.id, a.id]);
+  // Ended: its quota slot, MAC and ifindex are free at once; its name only once retired.
+  t.end(a.id);
+  expect([t.countFor(1000, 'lan'), t.macInUse(a.mac), t.byIfindex(101), t.nameInUse(a.ifname)]).toEqual([1, false, undefined, true]);
+  t.retired(a.id);
+  expect(t.nameInUse(a.ifname)).toBe(false);
+  t.cancel(r);
+  expect([t.countFor(1000), t.countFor(1000, 'wan'), t.macInUse(r.mac), t.portInUse('port-9'), t.nameInUse(r.ifname)]).toEqual([1, 0, false, false, false]);
+  expect([t.countFor(2000), t.byIfindex(103)?.id, t.size]).toEqual([1, c.id, 2]);
+});

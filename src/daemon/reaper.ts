@@ -37,10 +37,27 @@ export function watchLeases(ctx: DaemonContext): sys.LinkWatch {
     const lease = ctx.leases.byIfindex(ifindex);
     if (lease) void endLease(ctx, lease, 'device gone');
   });
-  // A report is only a hint (it may be older than our own configuration): judge the device now.
+  // A report is the device's state when the kernel sent it, and every later change (the
+  // holder's TUNSET* and SIOCSIFHWADDR included) sends another. So a report that looks right
+  // needs no second look; one that looks wrong may be older than our own configuration (the
+  // MAC before our RTM_SETLINK), so the device is judged as it is now. One RTM_GETLINK per
+  // report was most of the daemon's time under concurrent opens. Reports that came together
+  // (one read of the socket, an open's several) are judged once, at the end of this loop turn.
+  const toJudge = new Set<number>();
   watch.on('tun', (report) => {
     const lease = ctx.leases.byIfindex(report.ifindex);
-    if (lease) judge(ctx, lease);
+    if (!lease || reportLooksRight(lease, report)) return;
+    if (toJudge.size === 0) {
+      setImmediate(() => {
+        const ifindexes = [...toJudge];
+        toJudge.clear();
+        for (const ifindex of ifindexes) {
+          const l = ctx.leases.byIfindex(ifindex);
+          if (l) judge(ctx, l);
+        }
+      });
+    }
+    toJudge.add(report.ifindex);
   });
   watch.on('changed', (ifindex) => {
     const lease = ctx.leases.byIfindex(ifindex);
@@ -84,6 +101,12 @@ export function sweep(ctx: DaemonContext, why: string): void {
     if (!sys.linkAlive(lease.ifindex, lease.ifname)) void endLease(ctx, lease, why);
     else judge(ctx, lease);
   }
+}
+
+function reportLooksRight(lease: Lease, report: sys.TunReport): boolean {
+  if (lease.kind === 'macvtap' || report.ifname !== lease.ifname) return false;
+  const state: sys.LinkState = { ifindex: report.ifindex, ifname: report.ifname, tun: report.tun, ...(report.address ? { address: sys.Mac.parse(report.address) } : {}) };
+  return tampered(lease, state) === undefined;
 }
 
 function judge(ctx: DaemonContext, lease: Lease): void {

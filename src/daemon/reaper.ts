@@ -104,8 +104,9 @@ export function sweep(ctx: DaemonContext, why: string): void {
 }
 
 function reportLooksRight(lease: Lease, report: sys.TunReport): boolean {
-  if (lease.kind === 'macvtap' || report.ifname !== lease.ifname) return false;
-  const state: sys.LinkState = { ifindex: report.ifindex, ifname: report.ifname, tun: report.tun, ...(report.address ? { address: sys.Mac.parse(report.address) } : {}) };
+  // A report without the address cannot show the MAC is right: that one is read afresh too.
+  if (lease.kind === 'macvtap' || report.ifname !== lease.ifname || !report.address) return false;
+  const state: sys.LinkState = { ifindex: report.ifindex, ifname: report.ifname, tun: report.tun, address: sys.Mac.parse(report.address) };
   return tampered(lease, state) === undefined;
 }
 

@@ -66,11 +66,16 @@ function stpOn(bridge: sys.IfName): boolean {
 
 async function setUp(net: Network, hookTimeoutMs: number, log: Logger, beforeScript: () => void): Promise<ReadyBridge> {
   const bridge = net.bridge!;
-  if (!sys.exists(bridge)) await create(net, bridge, hookTimeoutMs, log, beforeScript);
-  else if (!sys.isBridge(bridge)) throw unavailable(net, `${bridge} exists but is not a bridge; fix the config`);
+  // One lookup answers both "is it there" and, once it is, which device the port goes to.
+  let ifindex = sys.indexOrZero(bridge);
+  if (ifindex === 0) {
+    await create(net, bridge, hookTimeoutMs, log, beforeScript);
+    ifindex = sys.getIndex(bridge);
+  } else if (!sys.isBridge(bridge)) {
+    throw unavailable(net, `${bridge} exists but is not a bridge; fix the config`);
+  }
   checkVlanBridge(net, bridge);
   tagUplink(net);
-  const ifindex = sys.getIndex(bridge);
   if (!pinned.has(ifindex)) {
     if (!sys.macIsFixed(bridge)) {
       const mac = sys.getMac(bridge);

@@ -19,12 +19,12 @@ export function exists(name: IfName): boolean {
   return indexOrZero(name) !== 0;
 }
 
+/** Whether the device is a bridge; false when there is no such device (one ethtool ioctl). */
 export function isBridge(name: IfName): boolean {
-  if (!exists(name)) return false;
   try {
     return getDriver(name) === 'bridge';
   } catch (err) {
-    // A device without ethtool support (lo) is simply not a bridge.
+    // A device without ethtool support (lo) is simply not a bridge, nor is one that is not there.
     if (err instanceof SystemError && (err.errno === C.EOPNOTSUPP || err.errno === C.ENODEV)) return false;
     throw err;
   }

@@ -4,7 +4,7 @@ export { IfName, ifNameProblem } from './ifname.js';
 export { Mac } from './mac.js';
 export { createTap, tapInfo, closeTapSync, type Tap, type TapOptions } from './tap.js';
 export { addPort, removePort, createBridge, deleteBridge, isBridge, exists, type AddPortOptions } from './bridge.js';
-export { getIndex, getMac, getMtu, setMac, setMtu, setUp, macIsFixed } from './netdev.js';
+export { getIndex, indexOrZero, getMac, getMtu, setMac, setMtu, setUp, macIsFixed } from './netdev.js';
 export {
   sendWithFds, recvWithFds, recvWithFdsAsync, closeAll, peerCred, peerGroups, peerPidfd, pidfdPid, SCM_MAX_FD,
   type PeerCred, type PeerPidfd, type Received,

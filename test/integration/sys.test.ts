@@ -140,7 +140,7 @@ describe('kernel layer in a namespace', () => {
     ns.run('ip', ['link', 'add', 'vlow0', 'address', '02:00:00:00:00:10', 'type', 'veth', 'peer', 'name', 'vlow1']);
     const s = new Scenario(ns, 'bridge', ['brtest0', 'vlow0']);
     const r = await s.next();
-    expect(r).toMatchObject({ isBridge: true, loIsBridge: false, tapMtu: 1400, tapMac: 'fe:00:00:00:00:01' });
+    expect(r).toMatchObject({ isBridge: true, loIsBridge: false, missingIsBridge: false, missingIndex: 0, brIndexMatches: true, tapMtu: 1400, tapMac: 'fe:00:00:00:00:01' });
     // The bridge took its port's address, and a TAP with a lower guest MAC did not change it.
     expect(r.macBefore).toBe('02:00:00:00:00:10');
     expect(r.macAfter).toBe(r.macBefore);

@@ -22,6 +22,20 @@ describe('random bytes from getrandom(2)', () => {
     expect(and.toString('hex')).toBe('00'.repeat(8));
   });
 
+  it('never hands out the same bytes twice, across pool refills and past the pool size', () => {
+    // 8-byte draws over three pools' worth: a refill that reused or skipped a region would repeat.
+    const seen = new Set(Array.from({ length: 1600 }, () => randomBytes(8).toString('hex')));
+    expect(seen.size).toBe(1600);
+    const big = randomBytes(5000);
+    expect(big.length).toBe(5000);
+    expect(new Set(Array.from({ length: 625 }, (_, i) => big.subarray(i * 8, i * 8 + 8).toString('hex'))).size).toBe(625);
+    // Odd sizes straddle the pool's end: every result is its own copy, not a view of the pool.
+    const a = randomBytes(4093);
+    const b = randomBytes(7);
+    expect(a.buffer).not.toBe(b.buffer);
+    expect(b.equals(Buffer.alloc(7))).toBe(false);
+  });
+
   it('a random MAC keeps its prefix, or is unicast and locally administered without one', () => {
     for (let i = 0; i < 32; i++) {
       expect(Mac.random([0x52, 0x54, 0x00]).toString()).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
